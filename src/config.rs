@@ -1,0 +1,1151 @@
+//! `proxy.toml` -> validated [`Config`].
+//!
+//! Loading takes three steps:
+//!
+//! 1. The TOML text is deserialized into a loose mirror of the file
+//!    (`RawFile` and friends). Every table rejects unknown keys, so a typo is
+//!    reported by toml with its line. Values that need a semantic check
+//!    (durations, sizes, addresses, URLs) are kept as strings or integers.
+//! 2. Command-line [`Overrides`] replace the values they name.
+//! 3. A `Checker` turns each value into its typed form. It never stops at the
+//!    first bad value: every problem is collected, each naming the file key
+//!    (`timeouts.origin_connect`, `listen[1].address`) or the flag (`--origin`)
+//!    it came from, so one `linkpush check` run shows everything to fix.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// The whole validated configuration. Every field has a default, so an empty
+/// file plus `--listen/--origin/--self-signed` flags is a complete config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub tls: TlsConfig,
+    pub origin: OriginConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub forwarding: Forwarding,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub push: PushSettings,
+    pub hints: HintSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    /// false: cleartext HTTP/1.1 + h2c prior knowledge.
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// None only when no listener uses TLS.
+    pub source: Option<TlsSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginAddr {
+    /// `http://host:port`; host may be a name or an IP.
+    Tcp { host: String, port: u16 },
+    /// `unix:/path/to.sock`
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    pub addr: OriginAddr,
+    /// Concurrent requests in flight toward the origin (tower::limit).
+    pub max_concurrent_requests: usize,
+    pub max_idle_per_host: usize,
+    pub pool_idle_timeout: Duration,
+    /// hyper's http1_max_buf_size for origin responses.
+    pub max_response_header_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub origin_connect: Duration,
+    pub origin_response_header: Duration,
+    pub client_idle: Duration,
+    pub client_header_read: Duration,
+    pub tls_handshake: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
+    pub max_request_header_bytes: u32,
+    pub max_request_headers: usize,
+    pub max_request_body_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// Keep (and append to) incoming X-Forwarded-For / Forwarded instead of overwriting.
+    pub trust_incoming: bool,
+    /// Add `Via` to requests toward the origin.
+    pub via: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A tracing EnvFilter directive such as `info` or `linkpush=debug`.
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreloadMode {
+    Push,
+    HintOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub enabled: bool,
+    pub preload: PreloadMode,
+    pub max_pushes_per_response: usize,
+    pub max_pushed_bytes_per_response: u64,
+    pub diary_size: usize,
+    pub allow_credentialed: bool,
+    /// Lower-case header names copied from the parent in addition to the fixed set.
+    pub forward_headers: Vec<String>,
+    pub explain: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HintSettings {
+    pub forward_origin_103: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Defaults. The `Default` impls are the single place where default values
+// live; the loader starts from them and `proxy.toml` documents them.
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// The listener used when neither the file nor the flags name one.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8443);
+
+/// hyper refuses read buffers smaller than this, so header size limits that
+/// feed its `max_buf_size` may not go below it.
+const MIN_HEADER_BUFFER: u64 = 8 * KIB;
+
+const ORIGIN_MAX_CONCURRENT_REQUESTS: usize = 256;
+const ORIGIN_MAX_IDLE_PER_HOST: usize = 64;
+const ORIGIN_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const ORIGIN_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            origin_connect: Duration::from_secs(5),
+            origin_response_header: Duration::from_secs(60),
+            client_idle: Duration::from_secs(180),
+            client_header_read: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+            max_request_header_bytes: 64 * 1024,
+            max_request_headers: 100,
+            max_request_body_bytes: GIB,
+        }
+    }
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            trust_incoming: false,
+            via: true,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            enabled: true,
+            preload: PreloadMode::Push,
+            max_pushes_per_response: 10,
+            max_pushed_bytes_per_response: MIB,
+            diary_size: 1024,
+            allow_credentialed: false,
+            forward_headers: Vec::new(),
+            explain: false,
+            dry_run: false,
+        }
+    }
+}
+
+impl Default for HintSettings {
+    fn default() -> Self {
+        HintSettings {
+            forward_origin_103: true,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// One bad value: where it came from and what is expected instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file key (`timeouts.origin_connect`, `listen[1].address`) or the
+    /// command-line flag (`--origin`) that holds the bad value.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// The file is not valid TOML, has an unknown key, or a value of the
+    /// wrong type. `message` is toml's own, with the line and the key.
+    #[error("cannot parse {}: {message}", describe_source(.path.as_deref()))]
+    Parse {
+        /// None when the text did not come from a file.
+        path: Option<PathBuf>,
+        message: String,
+    },
+    /// The file parsed, but some values are unusable. Lists every one.
+    #[error("invalid configuration:{}", list_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The semantic problems, if this is [`ConfigError::Invalid`].
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(problems) => problems,
+            ConfigError::Read { .. } | ConfigError::Parse { .. } => &[],
+        }
+    }
+}
+
+fn describe_source(path: Option<&Path>) -> String {
+    path.map_or_else(|| "configuration".to_owned(), |p| p.display().to_string())
+}
+
+fn list_problems(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Command-line overrides
+
+/// Values given as command-line flags. They win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`: replaces all listeners with TLS listeners at these addresses.
+    pub listen: Vec<String>,
+    /// `--listen-plain`: adds cleartext listeners (HTTP/1.1 + h2c).
+    pub listen_plain: Vec<String>,
+    /// `--origin`
+    pub origin: Option<String>,
+    /// `--cert`; with `--key` or `--self-signed` replaces the file's `[tls]`.
+    pub cert: Option<PathBuf>,
+    /// `--key`
+    pub key: Option<PathBuf>,
+    /// `--self-signed`
+    pub self_signed: bool,
+    /// `--log-level`
+    pub log_level: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<String>,
+    /// `--metrics-listen`
+    pub metrics_listen: Option<String>,
+}
+
+impl Config {
+    /// Load `path` (if any), apply overrides, validate. With no file, defaults + overrides.
+    ///
+    /// Relative `tls.cert` and `tls.key` paths are resolved against the
+    /// directory that holds the file; `--cert` and `--key` are used as given.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return build(RawFile::default(), Path::new("."), overrides);
+        };
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw = parse(&text, Some(path))?;
+        let base_dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        build(raw, base_dir, overrides)
+    }
+
+    /// Parse from a string (base_dir resolves relative paths), apply overrides, validate.
+    pub fn from_toml_str(
+        text: &str,
+        base_dir: &Path,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        build(parse(text, None)?, base_dir, overrides)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The raw mirror of the file
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    /// None when the key is absent (use the default listener); `Some([])`
+    /// when the file explicitly declares no listener.
+    listen: Option<Vec<RawListen>>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    origin: RawOrigin,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    forwarding: RawForwarding,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    push: RawPush,
+    #[serde(default)]
+    hints: RawHints,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    address: Option<String>,
+    tls: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrigin {
+    url: Option<String>,
+    max_concurrent_requests: Option<i64>,
+    max_idle_connections: Option<i64>,
+    pool_idle_timeout: Option<Loose>,
+    max_response_header_size: Option<Loose>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    origin_connect: Option<Loose>,
+    origin_response_header: Option<Loose>,
+    client_idle: Option<Loose>,
+    client_header_read: Option<Loose>,
+    tls_handshake: Option<Loose>,
+    shutdown_grace: Option<Loose>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<i64>,
+    max_concurrent_streams: Option<i64>,
+    max_request_header_size: Option<Loose>,
+    max_request_headers: Option<i64>,
+    max_request_body_size: Option<Loose>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwarding {
+    trust_incoming: Option<bool>,
+    via: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+    access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    enabled: Option<bool>,
+    preload: Option<String>,
+    max_pushes_per_response: Option<i64>,
+    max_pushed_bytes_per_response: Option<Loose>,
+    diary_size: Option<i64>,
+    allow_credentialed: Option<bool>,
+    forward_headers: Option<Vec<String>>,
+    explain: Option<bool>,
+    dry_run: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHints {
+    forward_origin_103: Option<bool>,
+}
+
+/// A duration or size as written: a string (`"30s"`, `"64KiB"`) or a bare
+/// integer. Both are accepted by the parser so that the checker, not toml,
+/// explains what is wrong with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Loose {
+    Int(i64),
+    Text(String),
+}
+
+impl fmt::Display for Loose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loose::Int(n) => write!(f, "{n}"),
+            Loose::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LooseVisitor;
+
+        impl Visitor<'_> for LooseVisitor {
+            type Value = Loose;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string with a unit, such as \"30s\" or \"64KiB\"")
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Loose, E> {
+                Ok(Loose::Int(n))
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Loose, E> {
+                i64::try_from(n)
+                    .map(Loose::Int)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Loose, E> {
+                Ok(Loose::Text(s.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(LooseVisitor)
+    }
+}
+
+fn parse(text: &str, path: Option<&Path>) -> Result<RawFile, ConfigError> {
+    toml::from_str(text).map_err(|err: toml::de::Error| ConfigError::Parse {
+        path: path.map(Path::to_path_buf),
+        message: err.to_string().trim_end().to_owned(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Raw + overrides -> typed
+
+fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, ConfigError> {
+    let mut check = Checker::default();
+
+    // `set!(table.key => target, parse)` checks `raw.table.key` with `parse`
+    // and stores the result in `target`. The problem key is spelled from the
+    // same tokens as the raw field, so it always matches the key in the file.
+    macro_rules! set {
+        ($table:ident . $key:ident => $target:expr, $parse:expr) => {
+            check.set(
+                concat!(stringify!($table), ".", stringify!($key)),
+                raw.$table.$key,
+                &mut $target,
+                $parse,
+            )
+        };
+    }
+
+    let listeners = check.listeners(raw.listen, ov);
+    let tls = check.tls(raw.tls, base_dir, ov, &listeners);
+
+    let (key, url) = pick(ov.origin.clone(), "--origin", raw.origin.url, "origin.url");
+    let origin_addr = match url {
+        Some(url) => check.ok(&key, parse_origin(&url)),
+        None => {
+            let message = "is required; set it to \"http://host:port\" or \"unix:/path/to.sock\", \
+                           or pass --origin URL";
+            check.problem("origin.url", message);
+            None
+        }
+    };
+    let mut max_concurrent_requests = ORIGIN_MAX_CONCURRENT_REQUESTS;
+    let mut max_idle_per_host = ORIGIN_MAX_IDLE_PER_HOST;
+    let mut pool_idle_timeout = ORIGIN_POOL_IDLE_TIMEOUT;
+    let mut max_response_header_bytes = ORIGIN_MAX_RESPONSE_HEADER_BYTES;
+    set!(origin.max_concurrent_requests => max_concurrent_requests, count(1..=i64::MAX));
+    set!(origin.max_idle_connections => max_idle_per_host, count(0..=i64::MAX));
+    set!(origin.pool_idle_timeout => pool_idle_timeout, positive_duration);
+    set!(origin.max_response_header_size => max_response_header_bytes,
+        size(MIN_HEADER_BUFFER..=u64::MAX));
+
+    let mut timeouts = Timeouts::default();
+    set!(timeouts.origin_connect => timeouts.origin_connect, positive_duration);
+    set!(timeouts.origin_response_header => timeouts.origin_response_header, positive_duration);
+    set!(timeouts.client_idle => timeouts.client_idle, positive_duration);
+    set!(timeouts.client_header_read => timeouts.client_header_read, positive_duration);
+    set!(timeouts.tls_handshake => timeouts.tls_handshake, positive_duration);
+    // Zero is allowed here: close connections at once on shutdown.
+    set!(timeouts.shutdown_grace => timeouts.shutdown_grace, duration);
+
+    let mut limits = Limits::default();
+    set!(limits.max_connections => limits.max_connections, count(1..=i64::MAX));
+    set!(limits.max_concurrent_streams => limits.max_concurrent_streams,
+        count(1..=i64::from(u32::MAX)));
+    set!(limits.max_request_header_size => limits.max_request_header_bytes,
+        size(MIN_HEADER_BUFFER..=u64::from(u32::MAX)));
+    set!(limits.max_request_headers => limits.max_request_headers, count(1..=i64::MAX));
+    set!(limits.max_request_body_size => limits.max_request_body_bytes, size(1..=u64::MAX));
+
+    let mut forwarding = Forwarding::default();
+    set!(forwarding.trust_incoming => forwarding.trust_incoming, Ok);
+    set!(forwarding.via => forwarding.via, Ok);
+
+    let mut log = LogConfig::default();
+    let (key, level) = pick(
+        ov.log_level.clone(),
+        "--log-level",
+        raw.log.level,
+        "log.level",
+    );
+    check.set(&key, level, &mut log.level, log_level);
+    let (key, format) = pick(
+        ov.log_format.clone(),
+        "--log-format",
+        raw.log.format,
+        "log.format",
+    );
+    check.set(&key, format, &mut log.format, log_format);
+    set!(log.access_log => log.access_log, Ok);
+
+    let (key, listen) = pick(
+        ov.metrics_listen.clone(),
+        "--metrics-listen",
+        raw.metrics.listen,
+        "metrics.listen",
+    );
+    let metrics = MetricsConfig {
+        listen: listen.and_then(|text| check.ok(&key, socket_addr(&text))),
+    };
+    let clash = listeners
+        .iter()
+        .find(|l| Some(l.config.address) == metrics.listen);
+    if let Some(clash) = clash {
+        let message = format!(
+            "{} is already used by {}; the metrics endpoint needs an address of its own",
+            clash.config.address, clash.key
+        );
+        check.problem(&key, message);
+    }
+
+    let mut push = PushSettings::default();
+    set!(push.enabled => push.enabled, Ok);
+    set!(push.preload => push.preload, preload_mode);
+    set!(push.max_pushes_per_response => push.max_pushes_per_response, count(1..=i64::MAX));
+    set!(push.max_pushed_bytes_per_response => push.max_pushed_bytes_per_response,
+        size(1..=u64::MAX));
+    set!(push.diary_size => push.diary_size, count(1..=i64::MAX));
+    set!(push.allow_credentialed => push.allow_credentialed, Ok);
+    set!(push.explain => push.explain, Ok);
+    set!(push.dry_run => push.dry_run, Ok);
+    for (i, name) in raw.push.forward_headers.into_iter().flatten().enumerate() {
+        let key = format!("push.forward_headers[{i}]");
+        push.forward_headers
+            .extend(check.ok(&key, header_name(name)));
+    }
+
+    let mut hints = HintSettings::default();
+    set!(hints.forward_origin_103 => hints.forward_origin_103, Ok);
+
+    match origin_addr {
+        Some(addr) if check.problems.is_empty() => Ok(Config {
+            listeners: listeners.into_iter().map(|l| l.config).collect(),
+            tls,
+            origin: OriginConfig {
+                addr,
+                max_concurrent_requests,
+                max_idle_per_host,
+                pool_idle_timeout,
+                max_response_header_bytes,
+            },
+            timeouts,
+            limits,
+            forwarding,
+            log,
+            metrics,
+            push,
+            hints,
+        }),
+        _ => Err(ConfigError::Invalid(check.problems)),
+    }
+}
+
+/// A value from a flag when given, else from the file, with the name that
+/// problems about it carry.
+fn pick<T>(flag: Option<T>, flag_name: &str, file: Option<T>, key: &str) -> (String, Option<T>) {
+    match flag {
+        Some(value) => (flag_name.to_owned(), Some(value)),
+        None => (key.to_owned(), file),
+    }
+}
+
+/// A listener together with the key or flag it came from.
+struct Listener {
+    key: String,
+    config: ListenerConfig,
+}
+
+/// Collects a [`Problem`] for each bad value. A bad value leaves the default
+/// in place, so checking goes on; the result is discarded in the end anyway.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// The value, or `None` after recording the error under `key`.
+    fn ok<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.problem(key, message)).ok()
+    }
+
+    /// Parses `raw`, if given, into `target`.
+    fn set<R, T>(
+        &mut self,
+        key: &str,
+        raw: Option<R>,
+        target: &mut T,
+        parse: impl FnOnce(R) -> Result<T, String>,
+    ) {
+        if let Some(value) = raw.and_then(|raw| self.ok(key, parse(raw))) {
+            *target = value;
+        }
+    }
+
+    fn listeners(&mut self, file: Option<Vec<RawListen>>, ov: &Overrides) -> Vec<Listener> {
+        let declared = ov.listen.len() + ov.listen_plain.len() + file.as_ref().map_or(0, Vec::len);
+        if declared == 0 {
+            if file.is_some() {
+                let message =
+                    "no listener is configured; add a [[listen]] table or pass --listen ADDR";
+                self.problem("listen", message);
+                return Vec::new();
+            }
+            let config = ListenerConfig {
+                address: DEFAULT_LISTEN,
+                tls: true,
+            };
+            let key = "the default listener".to_owned();
+            return vec![Listener { key, config }];
+        }
+
+        // (key, address as written, tls)
+        let mut specs: Vec<(String, String, bool)> = Vec::new();
+        if ov.listen.is_empty() {
+            for (i, entry) in file.into_iter().flatten().enumerate() {
+                let key = format!("listen[{i}].address");
+                match entry.address {
+                    Some(address) => specs.push((key, address, entry.tls.unwrap_or(true))),
+                    None => self.problem(
+                        &key,
+                        "is required in every [[listen]] table; expected \"host:port\", \
+                         such as \"0.0.0.0:8443\"",
+                    ),
+                }
+            }
+        }
+        let tls = ov
+            .listen
+            .iter()
+            .map(|a| ("--listen".to_owned(), a.clone(), true));
+        let plain = ov.listen_plain.iter();
+        let plain = plain.map(|a| ("--listen-plain".to_owned(), a.clone(), false));
+        specs.extend(tls.chain(plain));
+
+        let mut listeners: Vec<Listener> = Vec::new();
+        for (key, text, tls) in specs {
+            let Some(address) = self.ok(&key, socket_addr(&text)) else {
+                continue;
+            };
+            match listeners.iter().find(|l| l.config.address == address) {
+                Some(first) => {
+                    let message = format!("{address} is already used by {}", first.key);
+                    self.problem(&key, message);
+                }
+                None => listeners.push(Listener {
+                    key,
+                    config: ListenerConfig { address, tls },
+                }),
+            }
+        }
+        listeners
+    }
+
+    fn tls(
+        &mut self,
+        raw: RawTls,
+        base_dir: &Path,
+        ov: &Overrides,
+        listeners: &[Listener],
+    ) -> TlsConfig {
+        // Any TLS flag replaces the file's [tls] choice as a whole, so that
+        // `--self-signed` works with a file that names certificate files.
+        let from_flags = ov.cert.is_some() || ov.key.is_some() || ov.self_signed;
+        let (cert, key, self_signed, [cert_key, key_key, self_signed_key]) = if from_flags {
+            let names = ["--cert", "--key", "--self-signed"];
+            (ov.cert.clone(), ov.key.clone(), ov.self_signed, names)
+        } else {
+            let names = ["tls.cert", "tls.key", "tls.self_signed"];
+            let resolve = |path: PathBuf| base_dir.join(path);
+            let self_signed = raw.self_signed.unwrap_or(false);
+            (
+                raw.cert.map(resolve),
+                raw.key.map(resolve),
+                self_signed,
+                names,
+            )
+        };
+
+        let before = self.problems.len();
+        let files = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                self.readable_file(cert_key, &cert);
+                self.readable_file(key_key, &key);
+                Some(TlsSource::Files { cert, key })
+            }
+            (Some(_), None) => {
+                let message =
+                    format!("{cert_key} is set but {key_key} is not; give both or neither");
+                self.problem(key_key, message);
+                None
+            }
+            (None, Some(_)) => {
+                let message =
+                    format!("{key_key} is set but {cert_key} is not; give both or neither");
+                self.problem(cert_key, message);
+                None
+            }
+            (None, None) => None,
+        };
+        let source = match (files, self_signed) {
+            (Some(_), true) => {
+                let message = format!(
+                    "cannot be combined with {cert_key} and {key_key}; \
+                     use either certificate files or a self-signed certificate"
+                );
+                self.problem(self_signed_key, message);
+                None
+            }
+            (files, false) => files,
+            (None, true) => Some(TlsSource::SelfSigned),
+        };
+
+        let Some(first) = listeners.iter().find(|l| l.config.tls) else {
+            return TlsConfig { source: None };
+        };
+        if source.is_none() && self.problems.len() == before {
+            let message = format!(
+                "{} ({}) uses TLS, so a certificate is needed; set tls.cert and tls.key, or \
+                 tls.self_signed = true for development (flags: --cert FILE --key FILE, or --self-signed)",
+                first.key, first.config.address
+            );
+            self.problem("tls", message);
+        }
+        TlsConfig { source }
+    }
+
+    fn readable_file(&mut self, key: &str, path: &Path) {
+        let result = fs::File::open(path).and_then(|file| file.metadata());
+        match result {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => self.problem(key, format!("{} is not a regular file", path.display())),
+            Err(err) => self.problem(key, format!("cannot read {}: {err}", path.display())),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Value parsers: each returns what is wrong and what is expected.
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not a socket address; expected an IP address and a port in host:port \
+             form, such as \"127.0.0.1:8443\", \"0.0.0.0:8443\" or \"[::1]:8443\""
+        )
+    })
+}
+
+/// A duration with a unit (`"30s"`, `"500ms"`, `"3m"`); zero is allowed.
+fn duration(raw: Loose) -> Result<Duration, String> {
+    match raw {
+        Loose::Int(0) => Ok(Duration::ZERO),
+        Loose::Int(n) => Err(format!(
+            "{n} has no unit; expected a string with a unit, such as \"{n}s\" or \"{n}ms\""
+        )),
+        Loose::Text(text) => humantime::parse_duration(text.trim()).map_err(|_| {
+            format!(
+                "{text:?} is not a duration; expected a number with a unit, \
+                 such as \"5s\", \"500ms\" or \"3m\""
+            )
+        }),
+    }
+}
+
+fn positive_duration(raw: Loose) -> Result<Duration, String> {
+    let shown = raw.to_string();
+    match duration(raw)? {
+        Duration::ZERO => Err(format!(
+            "{shown} is zero; expected a duration greater than zero, such as \"5s\""
+        )),
+        d => Ok(d),
+    }
+}
+
+/// An integer within `range`, converted to the typed field's width.
+fn count<T: TryFrom<i64>>(range: RangeInclusive<i64>) -> impl FnOnce(i64) -> Result<T, String> {
+    move |n| {
+        if n < *range.start() {
+            return Err(format!(
+                "{n} is too small; expected at least {}",
+                range.start()
+            ));
+        }
+        let too_large = || format!("{n} is too large; expected at most {}", range.end());
+        if n > *range.end() {
+            return Err(too_large());
+        }
+        T::try_from(n).map_err(|_| too_large())
+    }
+}
+
+/// A byte size within `range`, converted to the typed field's width.
+fn size<T: TryFrom<u64>>(range: RangeInclusive<u64>) -> impl FnOnce(Loose) -> Result<T, String> {
+    move |raw| {
+        let bytes = parse_size(&raw)?;
+        let too_large = || {
+            format!(
+                "{raw} is too large; expected at most {}",
+                human_bytes(*range.end())
+            )
+        };
+        if bytes == 0 {
+            Err(format!("{raw} is zero; expected a size greater than zero"))
+        } else if bytes < *range.start() {
+            Err(format!(
+                "{raw} is too small; expected at least {}",
+                human_bytes(*range.start())
+            ))
+        } else if bytes > *range.end() {
+            Err(too_large())
+        } else {
+            T::try_from(bytes).map_err(|_| too_large())
+        }
+    }
+}
+
+fn log_level(level: String) -> Result<String, String> {
+    if level.trim().is_empty() {
+        Err("must not be empty; expected a tracing filter such as \"info\" or \"linkpush=debug,info\"".to_owned())
+    } else if level.chars().any(char::is_whitespace) {
+        Err(format!(
+            "{level:?} contains whitespace; separate directives with commas, such as \"linkpush=debug,info\""
+        ))
+    } else {
+        Ok(level)
+    }
+}
+
+fn log_format(format: String) -> Result<LogFormat, String> {
+    match format.as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!(
+            "{format:?} is not a log format; expected \"text\" or \"json\""
+        )),
+    }
+}
+
+fn preload_mode(mode: String) -> Result<PreloadMode, String> {
+    match mode.as_str() {
+        "push" => Ok(PreloadMode::Push),
+        "hint-only" => Ok(PreloadMode::HintOnly),
+        _ => Err(format!(
+            "{mode:?} is not a preload mode; expected \"push\" or \"hint-only\""
+        )),
+    }
+}
+
+/// Parses an origin URL: `http://host[:port][/]` or `unix:/abs/path`.
+fn parse_origin(text: &str) -> Result<OriginAddr, String> {
+    const EXPECTED: &str = "expected \"http://host:port\" or \"unix:/path/to.sock\"";
+    let text = text.trim();
+    if let Some(rest) = strip_prefix_ignore_case(text, "unix:") {
+        // Accept `unix:///run/app.sock` as well as `unix:/run/app.sock`.
+        let path = rest
+            .strip_prefix("//")
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or(rest);
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{text:?} does not name an absolute socket path; expected \"unix:/path/to.sock\""
+            ));
+        }
+        return Ok(OriginAddr::Unix(PathBuf::from(path)));
+    }
+
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(format!("{text:?} is not an origin URL; {EXPECTED}"));
+    };
+    if scheme.eq_ignore_ascii_case("https") {
+        return Err(format!(
+            "{text:?} uses https, but the proxy speaks cleartext HTTP/1.1 to its origin; \
+             use \"http://host:port\" (TLS ends at this proxy)"
+        ));
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(format!(
+            "{text:?} has the unsupported scheme {scheme:?}; {EXPECTED}"
+        ));
+    }
+    let (authority, tail) = rest
+        .find(['/', '?', '#'])
+        .map_or((rest, ""), |i| rest.split_at(i));
+    if !(tail.is_empty() || tail == "/") {
+        return Err(format!(
+            "{text:?} has a path, query or fragment ({tail:?}); the origin URL names only a host \
+             and a port, such as \"http://127.0.0.1:8080\""
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!(
+            "{text:?} contains user information, which is not supported; {EXPECTED}"
+        ));
+    }
+
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let Some((ip, after)) = bracketed.split_once(']') else {
+            return Err(format!(
+                "{text:?} has an unclosed '[' in its host; {EXPECTED}"
+            ));
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "{text:?} has {ip:?} in brackets, which is not an IPv6 address"
+            ));
+        }
+        match after {
+            "" => (ip, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (ip, Some(port)),
+                None => {
+                    return Err(format!(
+                        "{text:?} has text after its IPv6 address; {EXPECTED}"
+                    ))
+                }
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+
+    let host_ok = !host.is_empty()
+        && (host.contains(':')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+    if !host_ok {
+        let hint = if host.contains(':') {
+            " (write IPv6 addresses in brackets, as in \"http://[::1]:8080\")"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{text:?} does not have a valid host{hint}; {EXPECTED}"
+        ));
+    }
+    let port = match port {
+        None => 80,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port != 0 => port,
+            _ => {
+                return Err(format!(
+                    "{text:?} has the invalid port {port:?}; expected a number from 1 to 65535"
+                ))
+            }
+        },
+    };
+    Ok(OriginAddr::Tcp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// Parses `1048576`, `"1048576"`, `"64KiB"`, `"1 MiB"` or `"100MB"` to bytes.
+fn parse_size(raw: &Loose) -> Result<u64, String> {
+    const EXPECTED: &str = "expected a number of bytes or a number with a unit \
+        (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), such as \"64KiB\" or \"1MiB\"";
+    let text = match raw {
+        Loose::Int(n) => {
+            return u64::try_from(*n).map_err(|_| format!("{n} is negative; {EXPECTED}"));
+        }
+        Loose::Text(text) => text.trim(),
+    };
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let multiplier = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => KIB,
+        "mib" => MIB,
+        "gib" => GIB,
+        "tib" => GIB * KIB,
+        _ => return Err(format!("{text:?} is not a size; {EXPECTED}")),
+    };
+    let Ok(number) = digits.parse::<u64>() else {
+        return Err(format!("{text:?} is not a size; {EXPECTED}"));
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `65536` -> `"64KiB (65536 bytes)"`, `4294967295` -> `"4294967295 bytes"`.
+fn human_bytes(bytes: u64) -> String {
+    let units = [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")];
+    match units
+        .iter()
+        .find(|(size, _)| bytes >= *size && bytes % size == 0)
+    {
+        Some((size, unit)) => format!("{}{unit} ({bytes} bytes)", bytes / size),
+        None => format!("{bytes} bytes"),
+    }
+}
+
+/// Forwarded header names must be lower-case RFC 9110 tokens, not pseudo-headers.
+fn header_name(name: String) -> Result<String, String> {
+    const EXPECTED: &str = "expected a lower-case header name such as \"cookie\"";
+    if name.is_empty() {
+        return Err(format!("is empty; {EXPECTED}"));
+    }
+    if name.starts_with(':') {
+        return Err(format!(
+            "{name:?} is a pseudo-header, which cannot be forwarded; {EXPECTED}"
+        ));
+    }
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !name.bytes().all(is_tchar) {
+        return Err(format!("{name:?} is not a valid header name; {EXPECTED}"));
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "{name:?} is not lower case; write {:?}",
+            name.to_ascii_lowercase()
+        ));
+    }
+    Ok(name)
+}

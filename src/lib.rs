@@ -1,0 +1,49 @@
+//! linkpush: a TLS reverse proxy that lets legacy web apps use HTTP/2 server
+//! push and 103 Early Hints by setting nothing but `Link` response headers.
+//!
+//! # Layout
+//!
+//! The modules follow a request from the client to the origin and back:
+//!
+//! - [`config`]: `proxy.toml` and command-line flags -> a validated [`Config`].
+//! - [`tls`]: the rustls acceptor (ALPN `h2` and `http/1.1`, certificates).
+//! - [`server`]: listeners, the accept loop, ALPN dispatch, connection limits
+//!   and graceful shutdown.
+//! - [`frontend`]: the client-facing protocols. `h2` speaks HTTP/2 through the
+//!   `h2` crate directly, because only it can send PUSH_PROMISE and 103s;
+//!   `h1` speaks HTTP/1.1 through hyper.
+//! - [`proxy`]: the per-request path both frontends share: request
+//!   validation, header translation, the origin call, the access log.
+//! - [`origin`]: the pooled HTTP/1.1 client toward the origin, built as a
+//!   tower stack (timeout, concurrency limit).
+//! - [`link`] and [`push`]: pure policy. `link` parses RFC 8288 `Link` fields,
+//!   `push` decides per link whether to push, keep, or rewrite it.
+//! - [`metrics`]: counters and the Prometheus text endpoint.
+//! - [`error`]: the one error type of the request path and its HTTP mapping.
+//!
+//! # Request flow
+//!
+//! A client request is validated and translated by [`proxy`], sent to the
+//! origin by [`origin`], and the origin's response head is handed to
+//! [`push`]. For an HTTP/2 client that accepts pushes, the frontend sends a
+//! PUSH_PROMISE for each link the policy picked, starts fetching each promised
+//! resource from the origin, and only then sends the parent's HEADERS with the
+//! rewritten `Link` field. HTTP/1.1 clients and clients that disabled push get
+//! the same decisions with every push turned into a preload.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod frontend;
+pub mod link;
+pub mod metrics;
+pub mod origin;
+pub mod proxy;
+pub mod push;
+pub mod server;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{run, Listener};

@@ -1,0 +1,324 @@
+//! Counters, and the Prometheus text endpoint that exposes them.
+//!
+//! Every counter is a relaxed atomic: the hot path never takes a lock.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ErrorSide, ProxyError};
+use crate::proxy::{ConnContext, Protocol};
+use crate::push::Plan;
+
+/// Upper bounds of the request-duration histogram, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Push decision reasons counted, in the order they are printed.
+const REASONS: [&str; 16] = [
+    "pushed",
+    "nopush",
+    "hint-only",
+    "push-disabled",
+    "client-disabled",
+    "http1-client",
+    "cross-origin",
+    "not-eligible-status",
+    "not-eligible-method",
+    "duplicate",
+    "limit",
+    "self",
+    "credentialed-destination",
+    "anchor",
+    "cached",
+    "other",
+];
+
+const PROTOCOLS: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The proxy's counters.
+#[derive(Default)]
+pub struct Metrics {
+    connections_total: AtomicU64,
+    connections_open: AtomicI64,
+    tls_failures: AtomicU64,
+    /// [protocol][status class]
+    requests: [[AtomicU64; 5]; 2],
+    response_bytes: AtomicU64,
+    duration_buckets: [AtomicU64; BUCKETS.len()],
+    duration_count: AtomicU64,
+    duration_sum_micros: AtomicU64,
+    origin_connect_errors: AtomicU64,
+    origin_timeouts: AtomicU64,
+    origin_protocol_errors: AtomicU64,
+    origin_body_errors: AtomicU64,
+    client_errors: AtomicU64,
+    client_resets: AtomicU64,
+    push_promises: AtomicU64,
+    pushed_bytes: AtomicU64,
+    pushes_cancelled: AtomicU64,
+    push_decisions: [AtomicU64; REASONS.len()],
+}
+
+fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn connection_opened(&self) {
+        inc(&self.connections_total);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn tls_failure(&self) {
+        inc(&self.tls_failures);
+    }
+
+    /// A finished request: its status, body bytes sent, and duration.
+    pub fn request(&self, ctx: &ConnContext, status: u16, bytes: u64, started: Instant) {
+        let protocol = match ctx.protocol {
+            Protocol::Http1 => 0,
+            Protocol::Http2 => 1,
+        };
+        let class = (usize::from(status / 100)).clamp(1, 5) - 1;
+        inc(&self.requests[protocol][class]);
+        self.response_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            inc(&self.duration_buckets[bucket]);
+        }
+        inc(&self.duration_count);
+        self.duration_sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub fn origin_error(&self, error: &ProxyError) {
+        match error {
+            ProxyError::OriginConnect(_) => inc(&self.origin_connect_errors),
+            ProxyError::OriginTimeout(_) => inc(&self.origin_timeouts),
+            ProxyError::OriginProtocol(_) => inc(&self.origin_protocol_errors),
+            other if other.side() == ErrorSide::Client => inc(&self.client_errors),
+            _ => {}
+        }
+    }
+
+    pub fn origin_body_error(&self) {
+        inc(&self.origin_body_errors);
+    }
+
+    pub fn client_reset(&self) {
+        inc(&self.client_resets);
+    }
+
+    pub fn push_promised(&self) {
+        inc(&self.push_promises);
+    }
+
+    pub fn pushed_bytes(&self, bytes: u64) {
+        self.pushed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn push_cancelled(&self) {
+        inc(&self.pushes_cancelled);
+    }
+
+    /// Count every decision of a plan under its reason code.
+    pub fn push_decisions(&self, plan: &Plan) {
+        for decision in plan.decisions() {
+            let code = decision.reason.code();
+            let index = REASONS
+                .iter()
+                .position(|known| *known == code)
+                .unwrap_or(REASONS.len() - 1);
+            inc(&self.push_decisions[index]);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "linkpush_connections_total",
+            "Client connections accepted.",
+            get(&self.connections_total),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP linkpush_connections_open Client connections open now."
+        );
+        let _ = writeln!(out, "# TYPE linkpush_connections_open gauge");
+        let _ = writeln!(
+            out,
+            "linkpush_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            "linkpush_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+            get(&self.tls_failures),
+        );
+        let _ = writeln!(out, "# HELP linkpush_requests_total Requests answered, by client protocol and status class.");
+        let _ = writeln!(out, "# TYPE linkpush_requests_total counter");
+        for (p, protocol) in PROTOCOLS.iter().enumerate() {
+            for (c, class) in CLASSES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "linkpush_requests_total{{protocol=\"{}\",class=\"{class}\"}} {}",
+                    protocol.as_str(),
+                    get(&self.requests[p][c])
+                );
+            }
+        }
+        counter(
+            &mut out,
+            "linkpush_response_bytes_total",
+            "Response body bytes sent to clients (pushes excluded).",
+            get(&self.response_bytes),
+        );
+        let _ = writeln!(out, "# HELP linkpush_request_duration_seconds Time from request to the end of the response.");
+        let _ = writeln!(out, "# TYPE linkpush_request_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.duration_buckets) {
+            cumulative += get(bucket);
+            let _ = writeln!(
+                out,
+                "linkpush_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = get(&self.duration_count);
+        let _ = writeln!(
+            out,
+            "linkpush_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "linkpush_request_duration_seconds_sum {}",
+            get(&self.duration_sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(out, "linkpush_request_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP linkpush_origin_errors_total Origin failures, by kind."
+        );
+        let _ = writeln!(out, "# TYPE linkpush_origin_errors_total counter");
+        for (kind, value) in [
+            ("connect", &self.origin_connect_errors),
+            ("timeout", &self.origin_timeouts),
+            ("protocol", &self.origin_protocol_errors),
+            ("body", &self.origin_body_errors),
+        ] {
+            let _ = writeln!(
+                out,
+                "linkpush_origin_errors_total{{kind=\"{kind}\"}} {}",
+                get(value)
+            );
+        }
+        counter(
+            &mut out,
+            "linkpush_client_errors_total",
+            "Requests rejected as invalid.",
+            get(&self.client_errors),
+        );
+        counter(
+            &mut out,
+            "linkpush_client_resets_total",
+            "Streams the client reset before the response.",
+            get(&self.client_resets),
+        );
+        counter(
+            &mut out,
+            "linkpush_push_promises_total",
+            "PUSH_PROMISE frames sent.",
+            get(&self.push_promises),
+        );
+        counter(
+            &mut out,
+            "linkpush_pushed_bytes_total",
+            "Body bytes sent on pushed streams.",
+            get(&self.pushed_bytes),
+        );
+        counter(
+            &mut out,
+            "linkpush_pushes_cancelled_total",
+            "Pushed streams reset (origin error, client cancel, budget).",
+            get(&self.pushes_cancelled),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP linkpush_push_decisions_total Link decisions, by reason code."
+        );
+        let _ = writeln!(out, "# TYPE linkpush_push_decisions_total counter");
+        for (reason, value) in REASONS.iter().zip(&self.push_decisions) {
+            let _ = writeln!(
+                out,
+                "linkpush_push_decisions_total{{reason=\"{reason}\"}} {}",
+                get(value)
+            );
+        }
+        out
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Serve `GET /metrics` over cleartext HTTP/1.1 until shutdown.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let mut response = if request.uri().path() == "/metrics" {
+                        let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; version=0.0.4"),
+                        );
+                        response
+                    } else {
+                        Response::new(Full::new(Bytes::from_static(b"not found\n")))
+                    };
+                    if request.uri().path() != "/metrics" {
+                        *response.status_mut() = StatusCode::NOT_FOUND;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,549 @@
+//! The per-request path both frontends share: validate the client's request,
+//! translate it for the HTTP/1.1 origin, clean the origin's response, turn
+//! errors into responses, and write the access log.
+//!
+//! Translation follows RFC 9110 §7.6.1 (connection-specific fields) and
+//! RFC 9113 §8.2 (HTTP/2 field rules). Anything that could make the origin see
+//! a different request than the proxy validated is rejected here, before a
+//! byte reaches the origin.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Full;
+
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::origin::{Origin, OriginBody};
+
+/// The client-facing protocol of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+        }
+    }
+}
+
+/// Facts about one client connection, shared by all its requests.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    /// A process-unique connection number, for logs.
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The connection arrived over TLS (so the request scheme is https).
+    pub secure: bool,
+    pub protocol: Protocol,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ConnContext {
+    pub fn new(peer: SocketAddr, local: SocketAddr, secure: bool, protocol: Protocol) -> Self {
+        ConnContext {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+            local,
+            secure,
+            protocol,
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.secure {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// What a validated request asks for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub method: Method,
+    /// The authority the client addressed (`:authority`, or `Host`).
+    pub authority: String,
+    /// The origin-form request target, `/path?query` (or `*`).
+    pub path_and_query: String,
+    /// The declared body length, when there is one.
+    pub content_length: Option<u64>,
+}
+
+/// Methods forwarded to the origin. CONNECT and TRACE are refused: this is
+/// a reverse proxy, and TRACE would echo credentials back.
+const FORWARDED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::PATCH,
+];
+
+/// Connection-specific fields (RFC 9110 §7.6.1), plus fields that only make
+/// sense between the client and this proxy.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+fn is_hop_by_hop(name: &HeaderName, connection_listed: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection_listed.contains(name)
+}
+
+/// Field names listed in `Connection` (which are hop-by-hop too).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Validate a client request and work out its target.
+pub fn validate(
+    parts: &http::request::Parts,
+    ctx: &ConnContext,
+    config: &Config,
+) -> Result<Target, ProxyError> {
+    let method = &parts.method;
+    if !FORWARDED_METHODS.contains(method) {
+        return Err(ProxyError::MethodNotImplemented(method.to_string()));
+    }
+    if parts.headers.len() > config.limits.max_request_headers {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    if ctx.protocol == Protocol::Http2 {
+        // RFC 9113 §8.3.1: :scheme must match the connection.
+        if let Some(scheme) = parts.uri.scheme_str() {
+            if scheme != ctx.scheme() {
+                return Err(ProxyError::BadRequest(
+                    ":scheme does not match the connection",
+                ));
+            }
+        }
+    }
+    let authority = authority(parts, ctx)?;
+    let path_and_query = match parts.uri.path_and_query() {
+        Some(pq) => pq.as_str(),
+        None => "/",
+    };
+    if path_and_query == "*" {
+        if *method != Method::OPTIONS {
+            return Err(ProxyError::BadRequest(
+                "asterisk-form target is only for OPTIONS",
+            ));
+        }
+    } else if !path_and_query.starts_with('/') {
+        return Err(ProxyError::BadRequest("request target must start with '/'"));
+    }
+    for value in parts.headers.values() {
+        let bytes = value.as_bytes();
+        // RFC 9113 §8.2.1: no leading or trailing whitespace. http's
+        // HeaderValue already refuses CR, LF, NUL and other controls.
+        if matches!(bytes.first(), Some(b' ' | b'\t')) || matches!(bytes.last(), Some(b' ' | b'\t'))
+        {
+            return Err(ProxyError::BadRequest(
+                "header value with leading or trailing whitespace",
+            ));
+        }
+    }
+    let content_length = content_length(&parts.headers)?;
+    if ctx.protocol == Protocol::Http2 && parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ProxyError::BadRequest(
+            "transfer-encoding is not allowed in HTTP/2",
+        ));
+    }
+    if let Some(length) = content_length {
+        if length > config.limits.max_request_body_bytes {
+            return Err(ProxyError::BodyTooLarge {
+                limit: config.limits.max_request_body_bytes,
+            });
+        }
+    }
+    Ok(Target {
+        method: method.clone(),
+        authority,
+        path_and_query: path_and_query.to_string(),
+        content_length,
+    })
+}
+
+/// The authority: `:authority` (or an absolute-form target) wins over
+/// `Host`, per RFC 9113 §8.3.1, and the origin sees exactly one Host.
+fn authority(parts: &http::request::Parts, ctx: &ConnContext) -> Result<String, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let authority = match (parts.uri.authority(), host) {
+        (Some(authority), _) => authority.as_str().to_string(),
+        (None, Some(host)) => host
+            .to_str()
+            .map_err(|_| ProxyError::BadRequest("Host is not ASCII"))?
+            .to_string(),
+        (None, None) => {
+            return Err(ProxyError::BadRequest(match ctx.protocol {
+                Protocol::Http1 => "missing Host header",
+                Protocol::Http2 => "missing :authority",
+            }))
+        }
+    };
+    let parsed: http::uri::Authority = authority
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
+    if authority.contains('@') || parsed.host().is_empty() {
+        return Err(ProxyError::BadRequest("authority must be host[:port]"));
+    }
+    Ok(authority.to_ascii_lowercase())
+}
+
+/// Every Content-Length value must be the same plain decimal number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.as_bytes();
+        if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
+            return Err(ProxyError::BadRequest("invalid content-length"));
+        }
+        let parsed: u64 = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or(ProxyError::BadRequest("invalid content-length"))?;
+        match found {
+            Some(previous) if previous != parsed => {
+                return Err(ProxyError::BadRequest("conflicting content-length values"))
+            }
+            _ => found = Some(parsed),
+        }
+    }
+    Ok(found)
+}
+
+/// Build the request the origin receives.
+pub fn origin_request(
+    parts: &http::request::Parts,
+    target: &Target,
+    body: OriginBody,
+    body_is_empty: bool,
+    ctx: &ConnContext,
+    config: &Config,
+    origin: &Origin,
+) -> Result<Request<OriginBody>, ProxyError> {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 6);
+    let listed = connection_listed(&parts.headers);
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    let trust = config.forwarding.trust_incoming;
+    for (name, value) in &parts.headers {
+        if is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        match name.as_str() {
+            // Rewritten below from validated facts.
+            "host" | "content-length" | "expect" | "via" => continue,
+            // Spoofable client-address claims.
+            "x-real-ip" => continue,
+            "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
+                if !trust =>
+            {
+                continue
+            }
+            // HTTP/2 splits cookies into crumbs (RFC 9113 §8.2.3).
+            "cookie" => {
+                cookies.push(value.as_bytes());
+                continue;
+            }
+            // CGI-style origins merge `x_forwarded_for` into
+            // `x-forwarded-for`; never let one through.
+            other if other.contains('_') => continue,
+            _ => {}
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if !cookies.is_empty() {
+        let joined = cookies.join(&b"; "[..]);
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+    let host = HeaderValue::from_str(&target.authority)
+        .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
+    headers.insert(header::HOST, host.clone());
+    add_forwarding(
+        &mut headers,
+        &parts.headers,
+        ctx,
+        host,
+        trust,
+        config.forwarding.via,
+    );
+    match target.content_length {
+        Some(length) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        None if body_is_empty && method_expects_body(&target.method) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        None => {}
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = target.method.clone();
+    *request.uri_mut() = origin.uri_for(&target.path_and_query)?;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+fn method_expects_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+fn add_forwarding(
+    headers: &mut HeaderMap,
+    incoming: &HeaderMap,
+    ctx: &ConnContext,
+    host: HeaderValue,
+    trust: bool,
+    via: bool,
+) {
+    let ip = ctx.peer.ip().to_string();
+    let proto = ctx.scheme();
+    let xff = match incoming
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(existing) if trust => format!("{existing}, {ip}"),
+        _ => ip.clone(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if !(trust && incoming.contains_key("x-forwarded-proto")) {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if !(trust && incoming.contains_key("x-forwarded-host")) {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+    let node = if ctx.peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let host_text = host.to_str().unwrap_or("");
+    let element = format!("for={node};host=\"{host_text}\";proto={proto}");
+    let forwarded = match incoming.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(existing) if trust => format!("{existing}, {element}"),
+        _ => element,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, value);
+    }
+    if via {
+        let hop = match ctx.protocol {
+            Protocol::Http1 => "1.1 linkpush",
+            Protocol::Http2 => "2 linkpush",
+        };
+        let value = match incoming.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(existing) => format!("{existing}, {hop}"),
+            None => hop.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(header::VIA, value);
+        }
+    }
+}
+
+/// Strip connection-specific fields from an origin response and check that
+/// its framing is something the client can be given safely.
+pub fn clean_response(parts: &mut http::response::Parts) -> Result<(), ProxyError> {
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(ProxyError::OriginProtocol(
+            "origin switched protocols unasked".into(),
+        ));
+    }
+    let listed = connection_listed(&parts.headers);
+    // hyper already decoded the chunked framing; a Content-Length sent beside
+    // Transfer-Encoding is meaningless (RFC 9112 §6.3) and must not reach an
+    // HTTP/2 client, which would check the DATA against it.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    for name in HOP_BY_HOP.iter() {
+        parts.headers.remove(*name);
+    }
+    for name in listed {
+        parts.headers.remove(name);
+    }
+    if parts.status == StatusCode::NO_CONTENT {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(())
+}
+
+/// The response for an error, before anything of the origin's response went
+/// out: a short plain-text body naming the status.
+pub fn error_parts(error: &ProxyError) -> (http::response::Parts, Bytes) {
+    let status = error.status();
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    parts
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (parts, Bytes::from(text))
+}
+
+/// [`error_parts`] as a whole response.
+pub fn error_response(error: &ProxyError) -> Response<Full<Bytes>> {
+    let (parts, body) = error_parts(error);
+    Response::from_parts(parts, Full::new(body))
+}
+
+/// One access-log line.
+#[derive(Debug)]
+pub struct AccessRecord<'a> {
+    pub ctx: &'a ConnContext,
+    pub method: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub started: Instant,
+    pub origin_time: Option<Duration>,
+    /// This response was itself pushed.
+    pub pushed: bool,
+    /// Paths pushed alongside this response.
+    pub pushes: &'a [String],
+    /// Why the response did not complete normally, if it did not.
+    pub error: Option<&'a str>,
+}
+
+impl AccessRecord<'_> {
+    pub fn emit(&self, enabled: bool) {
+        if !enabled {
+            return;
+        }
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let origin_ms = self.origin_time.map(|d| d.as_secs_f64() * 1000.0);
+        tracing::info!(
+            target: "linkpush::access",
+            conn = self.ctx.id,
+            client = %self.ctx.peer,
+            protocol = self.ctx.protocol.as_str(),
+            method = self.method,
+            authority = self.authority,
+            path = self.path,
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = format_args!("{duration_ms:.3}"),
+            origin_ms = origin_ms.map(|ms| format!("{ms:.3}")).unwrap_or_else(|| "-".to_string()),
+            pushed = self.pushed,
+            pushes = %self.pushes.join(" "),
+            error = self.error.unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+/// Log an error once, with its cause chain and which side caused it.
+pub fn log_error(error: &ProxyError, ctx: &ConnContext, path: &str) {
+    let side = error.side().as_str();
+    let cause = error.chain();
+    match error.side() {
+        crate::error::ErrorSide::Client => {
+            tracing::info!(conn = ctx.id, side, path, status = error.status().as_u16(), %cause, "request rejected")
+        }
+        _ => {
+            tracing::warn!(conn = ctx.id, side, path, status = error.status().as_u16(), %cause, "request failed")
+        }
+    }
+}
+
+/// The origin request for a validated target plus the time it took to get
+/// the response head.
+pub async fn forward(
+    origin: &Origin,
+    request: Request<OriginBody>,
+) -> (
+    Result<Response<hyper::body::Incoming>, ProxyError>,
+    Duration,
+) {
+    let started = Instant::now();
+    let result = origin.send(request).await;
+    (result, started.elapsed())
+}
+
+/// The response's `Link` field lines, as text. A line that is not valid
+/// UTF-8 is left out of the policy (and forwarded untouched).
+pub fn link_lines(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Replace the response's `Link` fields with the plan's rewritten ones, and
+/// add `x-push-decision` when asked to explain.
+pub fn apply_plan(headers: &mut HeaderMap, plan: &crate::push::Plan, explain: bool) {
+    if plan.decisions().is_empty() {
+        return;
+    }
+    // Lines that are not UTF-8 never reached the policy; keep them as they are.
+    let opaque: Vec<HeaderValue> = headers
+        .get_all(header::LINK)
+        .iter()
+        .filter(|value| value.to_str().is_err())
+        .cloned()
+        .collect();
+    headers.remove(header::LINK);
+    for line in plan.link_lines() {
+        if let Ok(value) = HeaderValue::from_str(&line) {
+            headers.append(header::LINK, value);
+        }
+    }
+    for value in opaque {
+        headers.append(header::LINK, value);
+    }
+    if explain {
+        if let Ok(value) = HeaderValue::from_str(&plan.explain()) {
+            headers.insert(HeaderName::from_static("x-push-decision"), value);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The rustls acceptor: ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, one
+//! certificate (from PEM files, or generated for local development).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsSource;
+
+/// ALPN protocol ids, in server preference order.
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// Start-up errors: each names the file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls.cert: cannot read certificate file {path}: {source}")]
+    ReadCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("tls.cert: {path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")]
+    NoCert { path: PathBuf },
+    #[error(
+        "tls.key: cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1) from {path}: {source}"
+    )]
+    ReadKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("tls.key: the key in {key} does not match the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("tls: the certificate or key is not usable: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("tls.self_signed: cannot generate a development certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// A certificate chain and its key, as loaded or generated.
+pub struct CertifiedPair {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Load a PEM chain and key from disk.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedPair, TlsError> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::ReadCert {
+            path: cert.to_owned(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCert {
+            path: cert.to_owned(),
+        });
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::ReadKey {
+        path: key.to_owned(),
+        source,
+    })?;
+    Ok(CertifiedPair {
+        chain,
+        key: key_der,
+    })
+}
+
+/// A certificate for `localhost`, `127.0.0.1` and `::1`, valid for browsers
+/// that are told to trust it. Development only: the key is thrown away on exit.
+pub fn self_signed() -> Result<(CertifiedPair, String), TlsError> {
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let generated = rcgen::generate_simple_self_signed(names)?;
+    let pem = generated.cert.pem();
+    let chain = vec![generated.cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    Ok((CertifiedPair { chain, key }, pem))
+}
+
+/// Build the acceptor for a certificate source.
+pub fn acceptor(source: &TlsSource) -> Result<TlsAcceptor, TlsError> {
+    let pair = match source {
+        TlsSource::Files { cert, key } => {
+            let pair = load_pair(cert, key)?;
+            check_match(&pair, cert, key)?;
+            pair
+        }
+        TlsSource::SelfSigned => {
+            tracing::warn!(
+                "tls.self_signed: serving a freshly generated certificate for localhost; \
+                 this is for development only, clients will not trust it"
+            );
+            self_signed()?.0
+        }
+    };
+    Ok(TlsAcceptor::from(Arc::new(server_config(pair)?)))
+}
+
+/// A rustls server config with our ALPN list and the ring provider.
+pub fn server_config(pair: CertifiedPair) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(pair.chain, pair.key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Ok(config)
+}
+
+/// rustls accepts a key that does not belong to the certificate and fails
+/// every handshake later; catch that at start-up instead.
+fn check_match(pair: &CertifiedPair, cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(pair.key.clone_key())?;
+    let certified = rustls::sign::CertifiedKey::new(pair.chain.clone(), signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        }),
+        // The key's public half could not be extracted (some key types):
+        // nothing to compare, the handshake will tell.
+        Err(_) => Ok(()),
+    }
+}
