@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use linkpush::config::{Config, ConfigError, LogFormat, Overrides};
+use linkpush::config::{Config, ConfigError, LogFormat, OriginAddr, Overrides};
 use linkpush::{run, Listener};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -110,11 +110,17 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(Some(path), &Overrides::default()) {
         Ok(config) => {
+            let origin = match &config.origin.addr {
+                OriginAddr::Tcp { host, port } if host.contains(':') => {
+                    format!("http://[{host}]:{port}")
+                }
+                OriginAddr::Tcp { host, port } => format!("http://{host}:{port}"),
+                OriginAddr::Unix(path) => format!("unix:{}", path.display()),
+            };
             println!(
-                "{}: valid ({} listener(s), origin {:?})",
+                "{}: valid ({} listener(s), origin {origin})",
                 path.display(),
                 config.listeners.len(),
-                config.origin.addr
             );
             ExitCode::SUCCESS
         }
@@ -126,7 +132,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn report_config_error(error: &ConfigError) {
-    eprintln!("linkpush: invalid configuration:\n{error}");
+    eprintln!("linkpush: {error}");
 }
 
 fn load(args: &RunArgs) -> anyhow::Result<Config> {

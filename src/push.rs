@@ -705,3 +705,740 @@ pub fn accept_for_destination(dest: Option<&str>) -> &'static str {
         "*/*"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+    use std::time::{Duration, Instant};
+
+    static GET: Method = Method::GET;
+    static HEAD: Method = Method::HEAD;
+    static POST: Method = Method::POST;
+
+    const ENABLED: ClientPush = ClientPush::Enabled {
+        max_concurrent_streams: Some(100),
+        pushes_in_flight: 0,
+    };
+
+    fn facts() -> Facts<'static> {
+        Facts {
+            method: &GET,
+            scheme: "https",
+            authority: "example.com",
+            path_and_query: "/index.html",
+            status: 200,
+            client: ENABLED,
+        }
+    }
+
+    fn run(policy: &Policy, facts: &Facts, lines: &[&str]) -> Plan {
+        decide(
+            policy,
+            facts,
+            lines,
+            &mut Diary::default(),
+            &mut ResponseState::default(),
+        )
+    }
+
+    fn outcome(plan: &Plan) -> Vec<(Action, Reason)> {
+        plan.decisions()
+            .iter()
+            .map(|d| (d.action, d.reason))
+            .collect()
+    }
+
+    struct Row {
+        name: &'static str,
+        policy: fn(&mut Policy),
+        facts: fn(&mut Facts<'static>),
+        prep: fn(&mut Diary, &mut ResponseState),
+        line: &'static str,
+        want: &'static [(Action, Reason)],
+    }
+
+    fn p_none(_: &mut Policy) {}
+    fn f_none(_: &mut Facts<'static>) {}
+    fn prep_none(_: &mut Diary, _: &mut ResponseState) {}
+
+    use Action::{Keep, Push, Rewrite};
+    use Reason::*;
+
+    #[rustfmt::skip]
+    fn rows() -> Vec<Row> {
+        let r = |name, line, want| Row { name, policy: p_none, facts: f_none, prep: prep_none, line, want };
+        vec![
+            // which links are considered at all
+            r("not considered", "</a.css>; rel=stylesheet, <https://cdn.example.com>; rel=preconnect, </b>; rel=preloadX, </c>; rel=preloa, </d>, bad", &[]),
+            r("considered kinds", "</a.css>; rel=preload, </b.js>; rel=push, </c.js>; rel=\"PreLoad Push\"", &[(Push, Pushed), (Push, Pushed), (Push, Pushed)]),
+            r("only first rel counts", "</a.css>; rel=next; rel=preload", &[]),
+            // 1. nopush
+            r("nopush preload", "</a.css>; rel=preload; nopush", &[(Keep, NoPush)]),
+            r("nopush push", "</a.css>; rel=push; NoPush", &[(Rewrite, NoPush)]),
+            r("nopush beats anchor", "</a.css>; rel=preload; anchor=\"#x\"; nopush", &[(Keep, NoPush)]),
+            // 2. anchor
+            r("anchor", "</a.css>; rel=preload; anchor=\"/other\"", &[(Keep, Anchor)]),
+            r("anchor on push", "</a.css>; rel=push; anchor=\"#frag\"", &[(Rewrite, Anchor)]),
+            r("empty anchor ignored", "</a.css>; rel=preload; anchor=\"\"", &[(Push, Pushed)]),
+            Row { name: "anchor beats method", facts: |f| f.method = &POST, ..r("", "</a.css>; rel=preload; anchor=\"/x\"", &[(Keep, Anchor)]) },
+            // 3. method
+            Row { name: "POST parent", facts: |f| f.method = &POST, ..r("", "</a.css>; rel=preload", &[(Keep, NotEligibleMethod)]) },
+            Row { name: "HEAD parent", facts: |f| f.method = &HEAD, ..r("", "</a.css>; rel=preload", &[(Push, Pushed)]) },
+            Row { name: "method beats status", facts: |f| { f.method = &POST; f.status = 404 }, ..r("", "</a.css>; rel=push", &[(Rewrite, NotEligibleMethod)]) },
+            // 4. status
+            Row { name: "404", facts: |f| f.status = 404, ..r("", "</a.css>; rel=preload", &[(Keep, NotEligibleStatus)]) },
+            Row { name: "304", facts: |f| f.status = 304, ..r("", "</a.css>; rel=preload", &[(Keep, NotEligibleStatus)]) },
+            Row { name: "500", facts: |f| f.status = 500, ..r("", "</a.css>; rel=push", &[(Rewrite, NotEligibleStatus)]) },
+            Row { name: "100", facts: |f| f.status = 100, ..r("", "</a.css>; rel=preload", &[(Keep, NotEligibleStatus)]) },
+            Row { name: "103", facts: |f| f.status = 103, ..r("", "</a.css>; rel=preload", &[(Push, Pushed)]) },
+            Row { name: "204", facts: |f| f.status = 204, ..r("", "</a.css>; rel=preload", &[(Push, Pushed)]) },
+            Row { name: "302", facts: |f| f.status = 302, ..r("", "</a.css>; rel=preload", &[(Push, Pushed)]) },
+            Row { name: "status beats cross-origin", facts: |f| f.status = 404, ..r("", "<https://cdn.example.com/a.css>; rel=preload", &[(Keep, NotEligibleStatus)]) },
+            // 5. resolution
+            r("cross-origin host", "<https://cdn.example.com/a.css>; rel=preload", &[(Keep, CrossOrigin)]),
+            r("cross-origin scheme", "<http://example.com/a.css>; rel=push", &[(Rewrite, CrossOrigin)]),
+            r("network-path other host", "<//evil.com/a.css>; rel=preload", &[(Keep, CrossOrigin)]),
+            r("javascript", "<javascript:alert(1)>; rel=preload", &[(Keep, CrossOrigin)]),
+            r("unsafe path", "</a/%2e%2e/b.css>; rel=preload, </a%2Fb.css>; rel=preload", &[(Keep, CrossOrigin), (Keep, CrossOrigin)]),
+            r("same origin absolute", "<https://EXAMPLE.com:443/a.css>; rel=preload", &[(Push, Pushed)]),
+            // 6. self
+            r("self", "</index.html>; rel=preload", &[(Keep, SelfRef)]),
+            r("self empty", "<>; rel=push", &[(Rewrite, SelfRef)]),
+            r("self fragment", "<#top>; rel=preload", &[(Keep, SelfRef)]),
+            r("self dot", "<./index.html#x>; rel=preload", &[(Keep, SelfRef)]),
+            r("other query is not self", "</index.html?page=2>; rel=preload", &[(Push, Pushed)]),
+            r("self beats credentialed", "</index.html>; rel=preload; as=font", &[(Keep, SelfRef)]),
+            // 7. credentialed destinations
+            r("font", "</f.woff2>; rel=preload; as=FONT", &[(Keep, CredentialedDestination)]),
+            r("crossorigin", "</a.js>; rel=preload; as=script; crossorigin", &[(Keep, CredentialedDestination)]),
+            r("crossorigin on push", "</a.js>; rel=push; crossorigin=anonymous", &[(Rewrite, CredentialedDestination)]),
+            r("modulepreload", "</m.js>; rel=modulepreload", &[(Keep, CredentialedDestination)]),
+            Row { name: "credentialed allowed", policy: |p| p.allow_credentialed = true, ..r("", "</f.woff2>; rel=preload; as=font; crossorigin, </m.js>; rel=modulepreload", &[(Push, Pushed), (Push, Pushed)]) },
+            Row { name: "credentialed beats disabled", facts: |f| f.client = ClientPush::Http1, ..r("", "</f.woff2>; rel=preload; as=font", &[(Keep, CredentialedDestination)]) },
+            // 8. push disabled by config or client
+            Row { name: "push disabled", policy: |p| p.enabled = false, ..r("", "</a.css>; rel=preload, </b.css>; rel=push", &[(Keep, PushDisabled), (Rewrite, PushDisabled)]) },
+            Row { name: "disabled beats http1", policy: |p| p.enabled = false, facts: |f| f.client = ClientPush::Http1, ..r("", "</a.css>; rel=preload", &[(Keep, PushDisabled)]) },
+            Row { name: "http1", facts: |f| f.client = ClientPush::Http1, ..r("", "</a.css>; rel=preload, </b.css>; rel=push", &[(Keep, Http1Client), (Rewrite, Http1Client)]) },
+            Row { name: "client disabled", facts: |f| f.client = ClientPush::Disabled, ..r("", "</a.css>; rel=preload, </b.css>; rel=push", &[(Keep, ClientDisabled), (Rewrite, ClientDisabled)]) },
+            Row { name: "client beats hint-only", policy: |p| p.preload = PreloadMode::HintOnly, facts: |f| f.client = ClientPush::Disabled, ..r("", "</a.css>; rel=preload", &[(Keep, ClientDisabled)]) },
+            // 9. hint-only
+            Row { name: "hint-only preload", policy: |p| p.preload = PreloadMode::HintOnly, ..r("", "</a.css>; rel=preload", &[(Keep, HintOnly)]) },
+            Row { name: "hint-only push", policy: |p| p.preload = PreloadMode::HintOnly, ..r("", "</a.css>; rel=push, </b.css>; rel=\"preload push\"", &[(Push, Pushed), (Push, Pushed)]) },
+            Row { name: "hint-only modulepreload", policy: |p| { p.preload = PreloadMode::HintOnly; p.allow_credentialed = true }, ..r("", "</m.js>; rel=modulepreload", &[(Keep, HintOnly)]) },
+            // 10. duplicates
+            r("duplicate in line", "</a.css>; rel=preload, <a.css>; rel=push, </a.css#x>; rel=preload", &[(Push, Pushed), (Rewrite, Duplicate), (Keep, Duplicate)]),
+            Row { name: "duplicate in diary (requested)", prep: |d, _| d.record_requested("example.com", "/a.css"), ..r("", "</a.css>; rel=preload", &[(Keep, Duplicate)]) },
+            Row { name: "diary authority is case-insensitive", prep: |d, _| d.record_pushed("EXAMPLE.COM", "/a.css"), ..r("", "</a.css>; rel=push", &[(Rewrite, Duplicate)]) },
+            Row { name: "diary of another authority", prep: |d, _| d.record_pushed("other.example", "/a.css"), ..r("", "</a.css>; rel=preload", &[(Push, Pushed)]) },
+            Row { name: "already promised", prep: |_, s| { s.promised.insert("/a.css".into()); s.pushes = 1 }, ..r("", "</a.css>; rel=preload, </b.css>; rel=preload", &[(Keep, Duplicate), (Push, Pushed)]) },
+            Row { name: "duplicate beats limit", policy: |p| p.max_pushes_per_response = 1, ..r("", "</a.css>; rel=preload, </a.css>; rel=preload, </b.css>; rel=preload", &[(Push, Pushed), (Keep, Duplicate), (Keep, Limit)]) },
+            // 11. limits
+            Row { name: "max pushes 0", policy: |p| p.max_pushes_per_response = 0, ..r("", "</a.css>; rel=preload, </b.css>; rel=push", &[(Keep, Limit), (Rewrite, Limit)]) },
+            Row { name: "max pushes 2", policy: |p| p.max_pushes_per_response = 2, ..r("", "</a.css>; rel=preload, </b.css>; rel=preload, </c.css>; rel=preload", &[(Push, Pushed), (Push, Pushed), (Keep, Limit)]) },
+            Row { name: "earlier pushes count", policy: |p| p.max_pushes_per_response = 2, prep: |_, s| s.pushes = 2, ..r("", "</a.css>; rel=preload", &[(Keep, Limit)]) },
+            Row { name: "client max streams 0", facts: |f| f.client = ClientPush::Enabled { max_concurrent_streams: Some(0), pushes_in_flight: 0 }, ..r("", "</a.css>; rel=preload", &[(Keep, Limit)]) },
+            Row { name: "client streams in flight", facts: |f| f.client = ClientPush::Enabled { max_concurrent_streams: Some(3), pushes_in_flight: 2 }, ..r("", "</a.css>; rel=preload, </b.css>; rel=push", &[(Push, Pushed), (Rewrite, Limit)]) },
+            Row { name: "client in flight over max", facts: |f| f.client = ClientPush::Enabled { max_concurrent_streams: Some(3), pushes_in_flight: u32::MAX }, ..r("", "</a.css>; rel=preload", &[(Keep, Limit)]) },
+            Row { name: "client no stream limit", facts: |f| f.client = ClientPush::Enabled { max_concurrent_streams: None, pushes_in_flight: 1000 }, ..r("", "</a.css>; rel=preload", &[(Push, Pushed)]) },
+            // 12. pushed
+            r("pushed", "</a.css>; rel=preload; as=style", &[(Push, Pushed)]),
+            r("malformed neighbours", "</a.css; rel=preload, </b.css>; rel=preload", &[]),
+            r("malformed before", "bad, </b.css>; rel=preload", &[(Push, Pushed)]),
+        ]
+    }
+
+    #[test]
+    fn rule_table() {
+        let rows = rows();
+        let mut covered = HashSet::new();
+        for row in &rows {
+            let mut policy = Policy::default();
+            (row.policy)(&mut policy);
+            let mut f = facts();
+            (row.facts)(&mut f);
+            let mut diary = Diary::default();
+            let mut state = ResponseState::default();
+            (row.prep)(&mut diary, &mut state);
+            let plan = decide(&policy, &f, &[row.line], &mut diary, &mut state);
+            assert_eq!(outcome(&plan), row.want, "row {:?}", row.name);
+            covered.extend(row.want.iter().map(|(_, reason)| *reason));
+            for d in plan.decisions() {
+                assert_eq!(d.action == Push, d.path.is_some() && d.reason == Pushed);
+                if d.action == Push {
+                    assert!(diary.contains("example.com", d.path.as_deref().unwrap_or_default()));
+                }
+            }
+        }
+        for reason in Reason::ALL {
+            assert!(covered.contains(&reason), "no row for {reason}");
+        }
+    }
+
+    #[test]
+    fn reason_codes() {
+        let codes: Vec<&str> = Reason::ALL.iter().map(Reason::code).collect();
+        assert_eq!(
+            codes,
+            [
+                "nopush",
+                "anchor",
+                "not-eligible-method",
+                "not-eligible-status",
+                "cross-origin",
+                "self",
+                "credentialed-destination",
+                "push-disabled",
+                "http1-client",
+                "client-disabled",
+                "hint-only",
+                "duplicate",
+                "limit",
+                "pushed",
+            ]
+        );
+        assert_eq!(Reason::SelfRef.to_string(), "self");
+    }
+
+    #[test]
+    fn decision_fields() {
+        let plan = run(
+            &Policy::default(),
+            &facts(),
+            &[
+                "bad, </css/a.css?v=1#x>; rel=preload; as=Style",
+                "</f.woff2>; rel=preload; as=font",
+            ],
+        );
+        let d = plan.decisions();
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].line, d[0].element), (0, 1));
+        assert_eq!(d[0].target, "/css/a.css?v=1#x");
+        assert_eq!(d[0].path.as_deref(), Some("/css/a.css?v=1"));
+        assert_eq!(d[0].destination.as_deref(), Some("style"));
+        assert!(!d[0].dry_run);
+        assert_eq!((d[1].line, d[1].element), (1, 0));
+        assert_eq!(d[1].reason, CredentialedDestination);
+        assert_eq!(d[1].path.as_deref(), Some("/f.woff2"));
+        assert_eq!(plan.pushes().count(), 1);
+        assert_eq!(plan.link(0, 1).map(Link::target), Some("/css/a.css?v=1#x"));
+        assert_eq!(plan.elements(0).map(<[Element]>::len), Some(2));
+    }
+
+    fn lines_for(policy: &Policy, f: &Facts, lines: &[&str]) -> (Vec<String>, Plan) {
+        let plan = run(policy, f, lines);
+        (plan.link_lines(), plan)
+    }
+
+    #[test]
+    fn link_lines_after_push() {
+        let p = Policy::default();
+        // preload pushed: unchanged
+        let line = "</a.css>;rel=preload;as=style ,  </b.png>; rel=preload; as=image";
+        assert_eq!(lines_for(&p, &facts(), &[line]).0, vec![line]);
+        // push pushed: removed, the line vanishes
+        assert_eq!(
+            lines_for(&p, &facts(), &["</a.css>; rel=push; as=style"]).0,
+            Vec::<String>::new()
+        );
+        // push pushed next to other links: only the pushed one goes
+        assert_eq!(
+            lines_for(
+                &p,
+                &facts(),
+                &["</a.css>; rel=push; as=style,</b.css>;rel=stylesheet, bad;;"]
+            )
+            .0,
+            vec!["</b.css>;rel=stylesheet, bad;;"]
+        );
+        // preload + push pushed: becomes preload
+        assert_eq!(
+            lines_for(
+                &p,
+                &facts(),
+                &["</a.css>; rel=\"preload push\"; as=style; type=\"text/css\""]
+            )
+            .0,
+            vec!["</a.css>; rel=preload; as=style; type=\"text/css\""]
+        );
+        // other relation types survive
+        assert_eq!(
+            lines_for(&p, &facts(), &["</a.css>; REL=\"push stylesheet\""]).0,
+            vec!["</a.css>; REL=stylesheet"]
+        );
+    }
+
+    #[test]
+    fn link_lines_when_not_pushed() {
+        let p = Policy::default();
+        let mut disabled = facts();
+        disabled.client = ClientPush::Disabled;
+        let mut h1 = facts();
+        h1.client = ClientPush::Http1;
+        // push not pushed: rewritten to preload, other params byte for byte
+        let line = "</a.css>;rel=push ;  as = style;type=\"text/css\"; title=\"a, \\\"b\\\"\"; x-y";
+        let want =
+            "</a.css>; rel=preload; as = style; type=\"text/css\"; title=\"a, \\\"b\\\"\"; x-y";
+        assert_eq!(lines_for(&p, &disabled, &[line]).0, vec![want]);
+        assert_eq!(lines_for(&p, &h1, &[line]).0, vec![want]);
+        let mut off = p.clone();
+        off.enabled = false;
+        assert_eq!(lines_for(&off, &facts(), &[line]).0, vec![want]);
+        // push + preload not pushed: one preload
+        assert_eq!(
+            lines_for(&p, &h1, &["</a.css>; rel=\"push preload\"; as=style"]).0,
+            vec!["</a.css>; rel=preload; as=style"]
+        );
+        // preload lines are untouched on HTTP/1.1
+        let pre = "</a.css>; rel=preload; as=style, </b.js>; rel=preload; as=script";
+        assert_eq!(lines_for(&p, &h1, &[pre]).0, vec![pre]);
+        // nopush
+        assert_eq!(
+            lines_for(
+                &p,
+                &facts(),
+                &[
+                    "</a.css>; rel=preload; nopush",
+                    "</b.css>; rel=push; nopush"
+                ]
+            )
+            .0,
+            vec![
+                "</a.css>; rel=preload; nopush",
+                "</b.css>; rel=preload; nopush"
+            ]
+        );
+        // cross-origin
+        let (out, plan) = lines_for(
+            &p,
+            &facts(),
+            &["<https://cdn.example.com/a.css>; rel=push; as=style; crossorigin"],
+        );
+        assert_eq!(outcome(&plan), [(Rewrite, CrossOrigin)]);
+        assert_eq!(
+            out,
+            vec!["<https://cdn.example.com/a.css>; rel=preload; as=style; crossorigin"]
+        );
+        // credentialed font: kept as written
+        let font = "</f.woff2>; rel=preload; as=font; type=\"font/woff2\"; crossorigin";
+        let (out, plan) = lines_for(&p, &facts(), &[font]);
+        assert_eq!(outcome(&plan), [(Keep, CredentialedDestination)]);
+        assert_eq!(out, vec![font]);
+        // empty and malformed-only lines
+        assert_eq!(
+            lines_for(&p, &facts(), &["", " , ", "</x; rel=push"]).0,
+            vec!["</x; rel=push"]
+        );
+    }
+
+    #[test]
+    fn eleven_links_with_a_limit_of_ten() {
+        let p = Policy::default();
+        let push_line = (0..11)
+            .map(|i| format!("</s{i}.css>; rel=push; as=style"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (out, plan) = lines_for(&p, &facts(), &[&push_line]);
+        assert_eq!(plan.pushes().count(), 10);
+        assert_eq!(plan.decisions()[10].reason, Limit);
+        assert_eq!(out, vec!["</s10.css>; rel=preload; as=style"]);
+
+        let preload_line = (0..11)
+            .map(|i| format!("</s{i}.css>; rel=preload; as=style"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (out, plan) = lines_for(&p, &facts(), &[&preload_line]);
+        assert_eq!(plan.pushes().count(), 10);
+        assert_eq!(out, vec![preload_line.clone()]);
+    }
+
+    #[test]
+    fn duplicates_across_lines() {
+        let (out, plan) = lines_for(
+            &Policy::default(),
+            &facts(),
+            &[
+                "</a.css>; rel=push",
+                "</b.css>; rel=preload",
+                "</a.css>; rel=push; as=style",
+            ],
+        );
+        assert_eq!(
+            outcome(&plan),
+            [(Push, Pushed), (Push, Pushed), (Rewrite, Duplicate)]
+        );
+        assert_eq!(
+            out,
+            vec!["</b.css>; rel=preload", "</a.css>; rel=preload; as=style"]
+        );
+    }
+
+    #[test]
+    fn early_hints_then_final_response() {
+        let p = Policy {
+            max_pushes_per_response: 3,
+            ..Policy::default()
+        };
+        let mut diary = Diary::default();
+        let mut state = ResponseState::default();
+        let mut hint = facts();
+        hint.status = 103;
+        let first = decide(
+            &p,
+            &hint,
+            &["</a.css>; rel=preload, </b.js>; rel=push"],
+            &mut diary,
+            &mut state,
+        );
+        assert_eq!(outcome(&first), [(Push, Pushed), (Push, Pushed)]);
+        assert_eq!(first.link_lines(), vec!["</a.css>; rel=preload"]);
+        assert_eq!(state.pushes(), 2);
+        // Same state, even with a fresh diary: already promised.
+        let mut other_diary = Diary::default();
+        let final_plan = decide(
+            &p,
+            &facts(),
+            &["</a.css>; rel=preload, </b.js>; rel=push, </c.png>; rel=preload, </d.png>; rel=preload"],
+            &mut other_diary,
+            &mut state,
+        );
+        assert_eq!(
+            outcome(&final_plan),
+            [
+                (Keep, Duplicate),
+                (Rewrite, Duplicate),
+                (Push, Pushed),
+                (Keep, Limit)
+            ]
+        );
+        assert_eq!(state.pushes(), 3);
+        assert!(state.promised("/c.png"));
+        assert_eq!(
+            final_plan.link_lines(),
+            vec!["</a.css>; rel=preload, </b.js>; rel=preload, </c.png>; rel=preload, </d.png>; rel=preload"]
+        );
+        // A later response on the same connection: the diary knows them.
+        let next = decide(
+            &p,
+            &facts(),
+            &["</a.css>; rel=preload"],
+            &mut diary,
+            &mut ResponseState::default(),
+        );
+        assert_eq!(outcome(&next), [(Keep, Duplicate)]);
+    }
+
+    #[test]
+    fn diary_is_a_bounded_fifo() {
+        let mut diary = Diary::new(2);
+        assert!(diary.is_empty());
+        diary.record_pushed("h", "/a");
+        diary.record_pushed("h", "/b");
+        diary.record_pushed("h", "/c");
+        assert_eq!(diary.len(), 2);
+        assert!(!diary.contains("h", "/a"));
+        assert!(diary.contains("h", "/b") && diary.contains("H", "/c"));
+        // repeats of the same kind do not evict others
+        diary.record_pushed("h", "/c");
+        diary.record_pushed("H", "/b");
+        assert_eq!(diary.len(), 2);
+        assert!(diary.contains("h", "/b") && diary.contains("h", "/c"));
+        // a new entry evicts the oldest
+        diary.record_requested("h", "/d");
+        assert!(!diary.contains("h", "/b"));
+        assert!(diary.contains("h", "/c") && diary.contains("h", "/d"));
+        diary.record_requested("h", "/d");
+        assert_eq!(diary.len(), 2);
+        assert!(diary.contains("h", "/c"));
+        // forget_pushed removes pushes only
+        diary.forget_pushed("h", "/d");
+        assert!(diary.contains("h", "/d"), "the request is still known");
+        diary.forget_pushed("h", "/c");
+        assert!(!diary.contains("h", "/c"));
+        diary.forget_pushed("h", "/zzz");
+        assert_eq!(diary.len(), 1);
+        let mut both = Diary::new(4);
+        both.record_requested("h", "/x");
+        both.record_pushed("h", "/x");
+        assert_eq!(both.len(), 2);
+        both.forget_pushed("h", "/x");
+        assert!(both.contains("h", "/x"));
+        assert_eq!(both.len(), 1);
+
+        let mut none = Diary::new(0);
+        none.record_pushed("h", "/a");
+        assert!(!none.contains("h", "/a") && none.is_empty());
+        assert_eq!(Diary::default().capacity(), DEFAULT_DIARY_CAPACITY);
+    }
+
+    #[test]
+    fn diary_eviction_lets_a_url_be_pushed_again() {
+        let p = Policy::default();
+        let mut diary = Diary::new(2);
+        let line = ["</a.css>; rel=preload, </b.css>; rel=preload, </c.css>; rel=preload"];
+        let first = decide(
+            &p,
+            &facts(),
+            &line,
+            &mut diary,
+            &mut ResponseState::default(),
+        );
+        assert_eq!(first.pushes().count(), 3);
+        assert_eq!(diary.len(), 2);
+        assert!(!diary.contains("example.com", "/a.css"));
+        let line = ["</b.css>; rel=preload, </c.css>; rel=preload, </a.css>; rel=preload"];
+        let second = decide(
+            &p,
+            &facts(),
+            &line,
+            &mut diary,
+            &mut ResponseState::default(),
+        );
+        assert_eq!(
+            outcome(&second),
+            [(Keep, Duplicate), (Keep, Duplicate), (Push, Pushed)]
+        );
+        // pushing /a again evicted /b
+        assert!(!diary.contains("example.com", "/b.css"));
+        assert!(diary.contains("example.com", "/c.css") && diary.contains("example.com", "/a.css"));
+    }
+
+    #[test]
+    fn downgrade_turns_a_push_back_into_a_hint() {
+        let p = Policy::default();
+        let mut diary = Diary::default();
+        let mut state = ResponseState::default();
+        let mut plan = decide(
+            &p,
+            &facts(),
+            &[
+                "</a.css>; rel=preload; as=style, </b.js>; rel=push; as=script",
+                "</c.png>; rel=push",
+            ],
+            &mut diary,
+            &mut state,
+        );
+        assert_eq!(plan.pushes().count(), 3);
+        assert_eq!(state.pushes(), 3);
+        plan.downgrade(0, 0, ClientDisabled, &mut diary, &mut state);
+        plan.downgrade(0, 1, Limit, &mut diary, &mut state);
+        // no-ops: not a push any more, out of range, malformed/undecided
+        plan.downgrade(0, 1, Limit, &mut diary, &mut state);
+        plan.downgrade(7, 0, Limit, &mut diary, &mut state);
+        plan.downgrade(1, 9, Limit, &mut diary, &mut state);
+        assert_eq!(
+            outcome(&plan),
+            [(Keep, ClientDisabled), (Rewrite, Limit), (Push, Pushed)]
+        );
+        assert_eq!(state.pushes(), 1);
+        assert!(!state.promised("/a.css") && !state.promised("/b.js") && state.promised("/c.png"));
+        assert!(
+            !diary.contains("example.com", "/a.css") && !diary.contains("example.com", "/b.js")
+        );
+        assert!(diary.contains("example.com", "/c.png"));
+        assert_eq!(
+            plan.link_lines(),
+            vec!["</a.css>; rel=preload; as=style, </b.js>; rel=preload; as=script"]
+        );
+        assert_eq!(
+            plan.explain(),
+            "</a.css>; preload; reason=client-disabled, </b.js>; preload; reason=limit, </c.png>; push; reason=pushed"
+        );
+        // The downgraded URLs can be pushed again later.
+        let again = decide(
+            &p,
+            &facts(),
+            &["</a.css>; rel=preload"],
+            &mut diary,
+            &mut state,
+        );
+        assert_eq!(outcome(&again), [(Push, Pushed)]);
+    }
+
+    #[test]
+    fn dry_run_decides_but_never_pushes() {
+        let p = Policy {
+            dry_run: true,
+            max_pushes_per_response: 2,
+            ..Policy::default()
+        };
+        let mut diary = Diary::default();
+        let mut state = ResponseState::default();
+        let plan = decide(
+            &p,
+            &facts(),
+            &["</a.css>; rel=preload, </b.js>; rel=push; as=script, </a.css>; rel=preload, </c.png>; rel=preload, </f.woff2>; rel=preload; as=font"],
+            &mut diary,
+            &mut state,
+        );
+        assert_eq!(
+            outcome(&plan),
+            [
+                (Keep, Pushed),
+                (Rewrite, Pushed),
+                (Keep, Duplicate),
+                (Keep, Limit),
+                (Keep, CredentialedDestination)
+            ]
+        );
+        let flags: Vec<bool> = plan.decisions().iter().map(|d| d.dry_run).collect();
+        assert_eq!(flags, [true, true, false, false, false]);
+        assert_eq!(plan.pushes().count(), 0);
+        assert!(diary.is_empty());
+        assert_eq!(state, ResponseState::default());
+        assert_eq!(
+            plan.link_lines(),
+            vec!["</a.css>; rel=preload, </b.js>; rel=preload; as=script, </a.css>; rel=preload, </c.png>; rel=preload, </f.woff2>; rel=preload; as=font"]
+        );
+        assert_eq!(
+            plan.explain(),
+            "</a.css>; preload; reason=pushed; dry-run, </b.js>; preload; reason=pushed; dry-run, \
+             </a.css>; preload; reason=duplicate, </c.png>; preload; reason=limit, \
+             </f.woff2>; preload; reason=credentialed-destination"
+        );
+    }
+
+    #[test]
+    fn explain_output() {
+        let plan = run(
+            &Policy::default(),
+            &facts(),
+            &[
+                "</a.css>; rel=preload; as=style, </f.woff2>; rel=preload; as=font; crossorigin",
+                "</b.js>; rel=push; nopush, </caf\u{e9}.css>; rel=preload; nopush",
+            ],
+        );
+        assert_eq!(
+            plan.explain(),
+            "</a.css>; push; reason=pushed, </f.woff2>; preload; reason=credentialed-destination, \
+             </b.js>; preload; reason=nopush, </caf%C3%A9.css>; preload; reason=nopush"
+        );
+        assert_eq!(
+            plan.explain_limited(80),
+            "</a.css>; push; reason=pushed, omitted=3"
+        );
+        assert_eq!(plan.explain_limited(0), "omitted=4");
+        assert_eq!(
+            run(&Policy::default(), &facts(), &["</x>; rel=next"]).explain(),
+            ""
+        );
+    }
+
+    #[test]
+    fn ten_thousand_links_in_one_line() {
+        let p = Policy::default();
+        let line = (0..10_000)
+            .map(|i| format!("</a{i}.css>; rel=preload; as=style"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let start = Instant::now();
+        let mut diary = Diary::default();
+        let mut state = ResponseState::default();
+        let plan = decide(&p, &facts(), &[&line], &mut diary, &mut state);
+        let out = plan.link_lines();
+        let explain = plan.explain_limited(4096);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(plan.decisions().len(), 10_000);
+        assert_eq!(plan.pushes().count(), 10);
+        assert_eq!(
+            plan.decisions()
+                .iter()
+                .filter(|d| d.reason == Limit)
+                .count(),
+            9_990
+        );
+        assert_eq!(diary.len(), 10);
+        assert_eq!(state.pushes(), 10);
+        assert_eq!(out, vec![line]);
+        let shown = explain.matches("reason=").count();
+        assert!(shown > 10 && explain.len() < 4096 + 16);
+        assert!(explain.ends_with(&format!(", omitted={}", 10_000 - shown)));
+
+        let same = vec!["</a.css>; rel=push"; 10_000].join(",");
+        let plan = run(&p, &facts(), &[&same]);
+        assert_eq!(plan.pushes().count(), 1);
+        assert_eq!(plan.link_lines()[0].matches("rel=preload").count(), 9_999);
+    }
+
+    #[test]
+    fn accept_headers() {
+        assert_eq!(accept_for_destination(Some("style")), "text/css,*/*;q=0.1");
+        assert_eq!(accept_for_destination(Some("script")), "*/*");
+        assert_eq!(
+            accept_for_destination(Some("image")),
+            "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+        );
+        assert_eq!(accept_for_destination(Some("font")), "*/*");
+        assert_eq!(accept_for_destination(Some("fetch")), "*/*");
+        assert_eq!(
+            accept_for_destination(Some("Document")),
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        );
+        for d in ["audio", "video", "track", "worker", "manifest", "unknown"] {
+            assert_eq!(accept_for_destination(Some(d)), "*/*");
+        }
+        assert_eq!(accept_for_destination(None), "*/*");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn line() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("</a.css>; rel=preload".to_owned()),
+                Just("</b.js>; rel=push; as=script".to_owned()),
+                Just("<c.png>; rel=\"preload push\"".to_owned()),
+                Just("</f.woff2>; rel=preload; as=font".to_owned()),
+                Just("<https://x.example/a>; rel=push".to_owned()),
+                Just("</a.css>; rel=push; nopush".to_owned()),
+                Just("; ".to_owned()),
+                Just(", ".to_owned()),
+                Just("\"".to_owned()),
+                Just("<".to_owned()),
+                Just(">".to_owned()),
+                "[ -~]{0,8}",
+            ];
+            prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn decide_is_total_and_bounded(
+                lines in prop::collection::vec(line(), 0..4),
+                max in 0usize..4,
+                dry_run: bool,
+                status in 100u16..600,
+            ) {
+                let p = Policy { max_pushes_per_response: max, dry_run, ..Policy::default() };
+                let mut f = facts();
+                f.status = status;
+                let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+                let mut diary = Diary::new(3);
+                let mut state = ResponseState::default();
+                let mut plan = decide(&p, &f, &refs, &mut diary, &mut state);
+                prop_assert!(plan.pushes().count() <= max);
+                let out = plan.link_lines();
+                for l in &out {
+                    // no pushed rel=push survives, and the output parses cleanly again
+                    let again = parse_field(l);
+                    prop_assert!(!again.is_empty());
+                }
+                let _ = plan.explain();
+                let pushed: Vec<(usize, usize)> = plan.pushes().map(|d| (d.line, d.element)).collect();
+                for (l, e) in pushed {
+                    plan.downgrade(l, e, Limit, &mut diary, &mut state);
+                }
+                prop_assert_eq!(state.pushes(), 0);
+                prop_assert_eq!(plan.pushes().count(), 0);
+                let _ = plan.link_lines();
+            }
+        }
+    }
+}

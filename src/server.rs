@@ -195,7 +195,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let local = local.unwrap_or_else(|| peer);
+        let local = local.unwrap_or(peer);
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         let span = tracing::debug_span!("conn", %peer);

@@ -481,14 +481,11 @@ impl H2Client {
             // them without waiting.
             let mut pushes_before_headers = Vec::new();
             let mut buffered = Vec::new();
-            loop {
-                match tokio::time::timeout(Duration::ZERO, promises.push_promise()).await {
-                    Ok(Some(Ok(promise))) => {
-                        pushes_before_headers.push(promise.request().uri().path().to_string());
-                        buffered.push(promise);
-                    }
-                    _ => break,
-                }
+            while let Ok(Some(Ok(promise))) =
+                tokio::time::timeout(Duration::ZERO, promises.push_promise()).await
+            {
+                pushes_before_headers.push(promise.request().uri().path().to_string());
+                buffered.push(promise);
             }
             let (head, body) = response.into_parts();
             let body = read_body(body).await;
