@@ -253,11 +253,17 @@ def is_running(pid):
         return False
 
 
-def reap(pid):
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+def reap(pid, timeout=1.0):
+    """Collects the exit status of a (re-parented) child, waiting a little for it."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.time() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def become_subreaper():
@@ -597,6 +603,9 @@ class Bench:
                         r["cpu_s"] = round(cpu1 - cpu0, 3)
                         ok = r.get("succeeded", 0)
                         r["cpu_s_per_10k"] = (cpu1 - cpu0) / ok * 10000 if ok else None
+                        # Share of its core the proxy used: near 1.0 means the proxy was the bottleneck.
+                        r["proxy_core_util"] = ((cpu1 - cpu0) / r["elapsed_s"]
+                                                if r.get("elapsed_s") else None)
                         r["errors"] = (r.get("failed", 0) + r.get("errored", 0) + r.get("timeout", 0)
                                        + r.get("status_non2xx", 0))
                         runs.append(r)
@@ -604,7 +613,7 @@ class Bench:
                             f"p50 {r.get('p50_ms', float('nan')):.2f} ms p99 {r.get('p99_ms', float('nan')):.2f} ms "
                             f"cpu/10k {r['cpu_s_per_10k'] or float('nan'):.3f} s errors {r['errors']}")
                     per[str(conc)] = {"runs": runs, "median": median_of(runs, [
-                        "rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "errors", "succeeded"])}
+                        "rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "proxy_core_util", "errors", "succeeded"])}
                     self.save()
             finally:
                 server.stop()

@@ -203,7 +203,7 @@ impl Resp {
         self.header("link", value)
     }
 
-    fn to_response(&self) -> Response<OriginBody> {
+    pub fn into_response(&self) -> Response<OriginBody> {
         let mut response = Response::new(full(self.body.clone()));
         *response.status_mut() = StatusCode::from_u16(self.status).unwrap();
         for (name, value) in &self.headers {
@@ -241,8 +241,8 @@ impl Routes {
         // Read (and drop) the request body, as a real app would.
         let _ = request.into_body().collect().await;
         match self.routes.iter().find(|(p, _)| *p == path) {
-            Some((_, resp)) => resp.to_response(),
-            None => Resp::new(404, "no such page\n").to_response(),
+            Some((_, resp)) => resp.into_response(),
+            None => Resp::new(404, "no such page\n").into_response(),
         }
     }
 }
@@ -307,7 +307,7 @@ impl TestProxy {
     pub async fn start_with(origin_url: &str, extra: &str, plain: bool) -> TestProxy {
         let cert = TestCert::new();
         let text = format!(
-            "[[listen]]\naddress = \"127.0.0.1:0\"\n{plain}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n\n[origin]\nurl = \"{origin_url}\"\n\n[log]\naccess_log = true\n\n{extra}\n",
+            "[[listen]]\naddress = \"127.0.0.1:0\"\n{plain}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n\n[origin]\nurl = \"{origin_url}\"\n\n{extra}\n",
             plain = if plain { "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = false\n" } else { "" },
             cert = cert.cert_path.display().to_string(),
             key = cert.key_path.display().to_string(),
@@ -355,7 +355,7 @@ impl TestProxy {
         self.done.take().expect("already shut down")
     }
 
-    async fn tls(&self, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    pub async fn tls(&self, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
         let connector = TlsConnector::from(Arc::new(self.cert.client_config(alpn)));
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         connector
@@ -452,6 +452,15 @@ pub struct H2Client {
 }
 
 impl H2Client {
+    /// A client on a connection the test set up itself.
+    pub fn from_parts(send: h2::client::SendRequest<Bytes>, authority: String) -> H2Client {
+        H2Client {
+            send,
+            authority,
+            _driver: tokio::spawn(async {}),
+        }
+    }
+
     pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
         Request::builder()
             .method(method)
@@ -618,4 +627,95 @@ pub fn rss_bytes() -> u64 {
 /// missing: in CI, always.
 pub fn require_programs() -> bool {
     std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+/// A body of `total` bytes made of one chunk repeated, produced as it is
+/// read: large transfers without a large buffer on either side.
+pub struct RepeatBody {
+    chunk: Bytes,
+    remaining: u64,
+    length_known: bool,
+}
+
+impl RepeatBody {
+    pub fn new(chunk_size: usize, total: u64) -> RepeatBody {
+        RepeatBody {
+            chunk: Bytes::from(vec![b'x'; chunk_size]),
+            remaining: total,
+            length_known: true,
+        }
+    }
+
+    /// Hide the length, so HTTP/1.1 sends the body chunked.
+    pub fn with_unknown_length(mut self) -> RepeatBody {
+        self.length_known = false;
+        self
+    }
+
+    pub fn boxed(self) -> OriginBody {
+        self.boxed_unsync()
+    }
+}
+
+impl http_body::Body for RepeatBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = (self.chunk.len() as u64).min(self.remaining) as usize;
+        self.remaining -= n as u64;
+        let data = self.chunk.slice(..n);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.length_known && self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.length_known {
+            http_body::SizeHint::with_exact(self.remaining)
+        } else {
+            http_body::SizeHint::default()
+        }
+    }
+}
+
+/// Drain an origin-side request body, counting its bytes.
+pub async fn count_body(body: Incoming) -> Result<u64, String> {
+    let mut body = body;
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            total += data.len() as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// Send `total` bytes on an h2 request stream with flow control.
+pub async fn send_h2_body(stream: &mut h2::SendStream<Bytes>, total: u64, chunk: usize) {
+    let block = Bytes::from(vec![b'u'; chunk]);
+    let mut left = total;
+    while left > 0 {
+        let want = (chunk as u64).min(left) as usize;
+        stream.reserve_capacity(want);
+        let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx))
+            .await
+            .expect("stream open")
+            .expect("capacity");
+        let n = granted.min(want);
+        if n == 0 {
+            continue;
+        }
+        left -= n as u64;
+        stream.send_data(block.slice(..n), left == 0).expect("send data");
+    }
 }

@@ -271,26 +271,31 @@ async fn push_mode(
 }
 
 /// One page fetch: the response plus every stream the server pushed with it.
+///
+/// Promises are taken without waiting when the response headers arrive (a
+/// server sends them before the response that refers to them) and again
+/// once the page body has ended; h2 does not wake a task waiting on
+/// `push_promise()` when the parent stream closes, so it is never awaited
+/// while the parent is open.
 async fn fetch_with_pushes(send: &h2::client::SendRequest<bytes::Bytes>, target: &Target, t: &mut PushTotals) -> Result<()> {
     let mut send = send.clone().ready().await?;
     let (mut response, _) = send.send_request(target.request(&target.path), true)?;
     let mut promises = response.push_promises();
-    // Pushed bodies are read concurrently with the page.
-    let collector: JoinHandle<(Vec<JoinHandle<Result<Fetched>>>, Option<h2::Error>)> = tokio::spawn(async move {
-        let mut readers = Vec::new();
-        while let Some(p) = promises.push_promise().await {
-            match p {
-                Ok(p) => {
-                    let (_, fut) = p.into_parts();
-                    readers.push(tokio::spawn(net::read_pushed(fut)));
-                }
-                Err(e) => return (readers, Some(e)),
-            }
+    let mut readers: Vec<JoinHandle<Result<Fetched>>> = Vec::new();
+    let take = |promises: &mut PushPromises, readers: &mut Vec<JoinHandle<Result<Fetched>>>| {
+        let mut got = Vec::new();
+        let err = drain_ready(promises, &mut got);
+        for p in got {
+            let (_, fut) = p.into_parts();
+            readers.push(tokio::spawn(net::read_pushed(fut)));
         }
-        (readers, None)
-    });
+        err
+    };
     let response = response.await?;
     let status = response.status();
+    if let Some(e) = take(&mut promises, &mut readers) {
+        t.error(format!("push promise: {e}"));
+    }
     let (bytes, _) = net::read_body(response.into_body()).await?;
     if !status.is_success() {
         t.error(format!("page status {status}"));
@@ -298,8 +303,7 @@ async fn fetch_with_pushes(send: &h2::client::SendRequest<bytes::Bytes>, target:
         t.pages += 1;
         t.page_bytes += bytes;
     }
-    let (readers, err) = collector.await?;
-    if let Some(e) = err {
+    if let Some(e) = take(&mut promises, &mut readers) {
         t.error(format!("push promise: {e}"));
     }
     for r in readers {
@@ -465,11 +469,11 @@ async fn page_load(target: &Target, tls: &tokio_rustls::TlsConnector, push: bool
     }
     // Whatever else was pushed is not needed by the page.
     if let Some(pp) = promises.as_mut() {
-        while let Some(p) = pp.push_promise().await {
-            if let Ok(p) = p {
-                let (req, _) = p.into_parts();
-                pushed_order.push(req.uri().path().to_string());
-            }
+        let mut late = Vec::new();
+        let _ = drain_ready(pp, &mut late);
+        for p in late {
+            let (req, _) = p.into_parts();
+            pushed_order.push(req.uri().path().to_string());
         }
     }
     let pushed_unused = (pushed_order.len() as u64).saturating_sub(pushed_used + push_failed);
