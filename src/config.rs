@@ -607,7 +607,7 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     };
     let clash = listeners
         .iter()
-        .find(|l| Some(l.config.address) == metrics.listen);
+        .find(|l| Some(l.config.address) == metrics.listen && l.config.address.port() != 0);
     if let Some(clash) = clash {
         let message = format!(
             "{} is already used by {}; the metrics endpoint needs an address of its own",
@@ -751,7 +751,11 @@ impl Checker {
             let Some(address) = self.ok(&key, socket_addr(&text)) else {
                 continue;
             };
-            match listeners.iter().find(|l| l.config.address == address) {
+            // Port 0 asks the kernel for a fresh port each time: never a clash.
+            let clash = listeners
+                .iter()
+                .find(|l| l.config.address == address && address.port() != 0);
+            match clash {
                 Some(first) => {
                     let message = format!("{address} is already used by {}", first.key);
                     self.problem(&key, message);

@@ -16,9 +16,18 @@ const JS: &str = "console.log('app');\n";
 
 fn assets(routes: Routes) -> Routes {
     routes
-        .route("/css/app.css", Resp::new(200, CSS).header("content-type", "text/css"))
-        .route("/js/app.js", Resp::new(200, JS).header("content-type", "text/javascript"))
-        .route("/img/a.png", Resp::new(200, vec![7u8; 3000]).header("content-type", "image/png"))
+        .route(
+            "/css/app.css",
+            Resp::new(200, CSS).header("content-type", "text/css"),
+        )
+        .route(
+            "/js/app.js",
+            Resp::new(200, JS).header("content-type", "text/javascript"),
+        )
+        .route(
+            "/img/a.png",
+            Resp::new(200, vec![7u8; 3000]).header("content-type", "image/png"),
+        )
         .route("/fonts/f.woff2", Resp::new(200, vec![1u8; 100]))
 }
 
@@ -45,7 +54,10 @@ async fn h2_preload_links_are_promised_before_the_response_headers() {
     // rel=preload is forwarded unchanged.
     assert_eq!(
         exchange.links(),
-        vec!["</css/app.css>; rel=preload; as=style", "</js/app.js>; rel=preload; as=script"]
+        vec![
+            "</css/app.css>; rel=preload; as=style",
+            "</js/app.js>; rel=preload; as=script"
+        ]
     );
     for push in &exchange.pushes {
         assert_eq!(push.status, StatusCode::OK);
@@ -116,7 +128,11 @@ async fn forward_headers_config_copies_cookies_into_pushes() {
     let exchange = client.exchange(request, None).await;
     assert_eq!(exchange.pushes.len(), 1);
     assert_eq!(exchange.pushes[0].promise_headers["cookie"], "session=abc");
-    let css = origin.seen().into_iter().find(|s| s.path == "/css/app.css").unwrap();
+    let css = origin
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/css/app.css")
+        .unwrap();
     assert_eq!(css.headers["cookie"], "session=abc");
 }
 
@@ -188,7 +204,10 @@ mod link_field {
             ]
         );
         let explain = response.headers["x-push-decision"].to_str().unwrap();
-        assert!(explain.contains("</css/app.css>; preload; reason=http1-client"), "{explain}");
+        assert!(
+            explain.contains("</css/app.css>; preload; reason=http1-client"),
+            "{explain}"
+        );
         assert!(explain.contains("reason=nopush"), "{explain}");
         assert_eq!(origin.seen_paths(), vec!["/"]);
     }
@@ -211,10 +230,16 @@ async fn links_over_the_per_response_limit_are_not_pushed_and_rel_push_is_downgr
     assert_eq!(exchange.pushed_paths(), vec!["/a0.js", "/a1.js"]);
     assert_eq!(
         exchange.links(),
-        vec!["</a2.js>; rel=preload; as=script", "</a3.js>; rel=preload; as=script"]
+        vec![
+            "</a2.js>; rel=preload; as=script",
+            "</a3.js>; rel=preload; as=script"
+        ]
     );
     let explain = exchange.headers["x-push-decision"].to_str().unwrap();
-    assert!(explain.contains("</a3.js>; preload; reason=limit"), "{explain}");
+    assert!(
+        explain.contains("</a3.js>; preload; reason=limit"),
+        "{explain}"
+    );
     for push in &exchange.pushes {
         assert_eq!(push.body.as_deref().unwrap(), push.path[1..3].as_bytes());
     }
@@ -228,7 +253,9 @@ async fn a_url_is_pushed_once_per_connection_and_never_after_the_client_fetched_
             .link("</js/app.js>; rel=preload; as=script")
     };
     let (_origin, proxy) = proxy_for(
-        Routes::new().route("/one", page("1")).route("/two", page("2")),
+        Routes::new()
+            .route("/one", page("1"))
+            .route("/two", page("2")),
         "",
     )
     .await;
@@ -239,7 +266,11 @@ async fn a_url_is_pushed_once_per_connection_and_never_after_the_client_fetched_
     let first = client.get("/one").await;
     assert_eq!(first.pushed_paths(), vec!["/css/app.css"]);
     let second = client.get("/two").await;
-    assert!(second.pushes.is_empty(), "pushed again: {:?}", second.pushed_paths());
+    assert!(
+        second.pushes.is_empty(),
+        "pushed again: {:?}",
+        second.pushed_paths()
+    );
     // A new connection starts with an empty diary.
     let fresh = proxy.h2(true).await.get("/two").await;
     assert_eq!(fresh.pushed_paths(), vec!["/css/app.css", "/js/app.js"]);
@@ -254,13 +285,24 @@ async fn origin_404_for_a_pushed_resource_resets_only_that_stream() {
     let exchange = proxy.h2(true).await.get("/").await;
     assert_eq!(exchange.status, StatusCode::OK);
     assert_eq!(exchange.body.as_deref().unwrap(), b"parent body");
-    let missing = exchange.pushes.iter().find(|p| p.path == "/missing.css").unwrap();
+    let missing = exchange
+        .pushes
+        .iter()
+        .find(|p| p.path == "/missing.css")
+        .unwrap();
     assert!(
         // h2 renders RST_STREAM(CANCEL) as "stream no longer needed".
-        missing.body.as_ref().is_err_and(|e| e.contains("no longer needed")),
+        missing
+            .body
+            .as_ref()
+            .is_err_and(|e| e.contains("no longer needed")),
         "404 push was not reset: {missing:?}"
     );
-    let css = exchange.pushes.iter().find(|p| p.path == "/css/app.css").unwrap();
+    let css = exchange
+        .pushes
+        .iter()
+        .find(|p| p.path == "/css/app.css")
+        .unwrap();
     assert_eq!(css.body.as_deref().unwrap(), CSS.as_bytes());
 }
 
@@ -294,7 +336,9 @@ async fn client_reset_of_a_push_aborts_the_origin_fetch() {
     assert_eq!(response.status(), StatusCode::OK);
     let promise = bounded(promises.push_promise()).await.unwrap().unwrap();
     assert_eq!(promise.request().uri().path(), "/slow.css");
-    origin.wait_for(&OriginEvent::Request("/slow.css".into())).await;
+    origin
+        .wait_for(&OriginEvent::Request("/slow.css".into()))
+        .await;
     // Dropping the pushed response sends RST_STREAM(CANCEL).
     drop(promise);
     origin.wait_for(&OriginEvent::ConnectionClosed).await;
@@ -317,7 +361,10 @@ async fn dry_run_decides_and_explains_but_pushes_nothing() {
     // Nothing was pushed, so rel=push still reaches the browser as a preload.
     assert_eq!(
         exchange.links(),
-        vec!["</css/app.css>; rel=preload; as=style", "</js/app.js>; rel=preload; as=script"]
+        vec![
+            "</css/app.css>; rel=preload; as=style",
+            "</js/app.js>; rel=preload; as=script"
+        ]
     );
     let explain = exchange.headers["x-push-decision"].to_str().unwrap();
     assert!(explain.contains("reason=pushed; dry-run"), "{explain}");
@@ -335,7 +382,10 @@ async fn hint_only_mode_pushes_rel_push_but_not_preload() {
     .await;
     let exchange = proxy.h2(true).await.get("/").await;
     assert_eq!(exchange.pushed_paths(), vec!["/css/app.css"]);
-    assert_eq!(exchange.links(), vec!["</js/app.js>; rel=preload; as=script"]);
+    assert_eq!(
+        exchange.links(),
+        vec!["</js/app.js>; rel=preload; as=script"]
+    );
 }
 
 #[tokio::test]
@@ -382,5 +432,9 @@ async fn client_max_concurrent_streams_bounds_open_pushes() {
     let mut client = H2Client::from_parts(send, format!("localhost:{}", proxy.addr.port()));
     let exchange = client.get("/").await;
     assert_eq!(exchange.pushes.len(), 2, "{:?}", exchange.pushed_paths());
-    assert_eq!(exchange.links().len(), 5, "rel=preload links stay in the header");
+    assert_eq!(
+        exchange.links().len(),
+        5,
+        "rel=preload links stay in the header"
+    );
 }

@@ -137,7 +137,10 @@ async fn h1_100mb_download_and_chunked_upload_stream_with_bounded_memory() {
     let watch = RssWatch::start();
     let before = rss_bytes();
     client.send.ready().await.unwrap();
-    let request = client.request("GET", "/big-chunked").body(full(Bytes::new())).unwrap();
+    let request = client
+        .request("GET", "/big-chunked")
+        .body(full(Bytes::new()))
+        .unwrap();
     let response = bounded(client.send.send_request(request)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
@@ -153,10 +156,15 @@ async fn h1_100mb_download_and_chunked_upload_stream_with_bounded_memory() {
     assert_eq!(total, HUNDRED_MB);
     // Upload without a length: the client sends it chunked.
     client.send.ready().await.unwrap();
-    let upload = RepeatBody::new(64 * 1024, HUNDRED_MB).with_unknown_length().boxed();
+    let upload = RepeatBody::new(64 * 1024, HUNDRED_MB)
+        .with_unknown_length()
+        .boxed();
     let request = client.request("POST", "/upload").body(upload).unwrap();
     let response = bounded(client.send.send_request(request)).await.unwrap();
-    let body = bounded(response.into_body().collect()).await.unwrap().to_bytes();
+    let body = bounded(response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
     let peak = watch.peak().await;
     assert_eq!(body, Bytes::from(HUNDRED_MB.to_string()));
     let growth = peak.saturating_sub(before);
@@ -174,10 +182,14 @@ async fn h2_post_body_reaches_the_origin_and_the_answer_comes_back() {
         .header("content-length", "11")
         .body(())
         .unwrap();
-    let answer = client.exchange(with_length, Some(Bytes::from("hello world"))).await;
+    let answer = client
+        .exchange(with_length, Some(Bytes::from("hello world")))
+        .await;
     assert_eq!(answer.body.unwrap(), Bytes::from("11"));
     let without = client.request("POST", "/upload").body(()).unwrap();
-    let answer = client.exchange(without, Some(Bytes::from("0123456789"))).await;
+    let answer = client
+        .exchange(without, Some(Bytes::from("0123456789")))
+        .await;
     assert_eq!(answer.body.unwrap(), Bytes::from("10"));
     let seen = origin.seen();
     assert_eq!(seen[0].headers["content-length"], "11");
@@ -206,7 +218,10 @@ async fn h1_expect_100_continue_upload_is_forwarded() {
 
 fn bodyless_routes() -> Routes {
     Routes::new()
-        .route("/page", Resp::new(200, "twelve bytes").header("etag", "\"v1\""))
+        .route(
+            "/page",
+            Resp::new(200, "twelve bytes").header("etag", "\"v1\""),
+        )
         .route("/nothing", Resp::new(204, ""))
         .route("/same", Resp::new(304, "").header("etag", "\"v1\""))
 }
@@ -236,7 +251,10 @@ async fn h1_head_204_and_304_keep_the_connection_usable() {
     let origin = TestOrigin::routes(bodyless_routes()).await;
     let proxy = TestProxy::start(&origin.url(), "").await;
     let mut client = proxy.h1().await;
-    let head = client.request("HEAD", "/page").body(full(Bytes::new())).unwrap();
+    let head = client
+        .request("HEAD", "/page")
+        .body(full(Bytes::new()))
+        .unwrap();
     let head = client.exchange(head).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.headers["content-length"], "12");

@@ -716,6 +716,8 @@ pub async fn send_h2_body(stream: &mut h2::SendStream<Bytes>, total: u64, chunk:
             continue;
         }
         left -= n as u64;
-        stream.send_data(block.slice(..n), left == 0).expect("send data");
+        stream
+            .send_data(block.slice(..n), left == 0)
+            .expect("send data");
     }
 }
