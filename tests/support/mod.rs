@@ -203,7 +203,7 @@ impl Resp {
         self.header("link", value)
     }
 
-    pub fn into_response(&self) -> Response<OriginBody> {
+    pub fn into_response(self) -> Response<OriginBody> {
         let mut response = Response::new(full(self.body.clone()));
         *response.status_mut() = StatusCode::from_u16(self.status).unwrap();
         for (name, value) in &self.headers {
@@ -241,7 +241,7 @@ impl Routes {
         // Read (and drop) the request body, as a real app would.
         let _ = request.into_body().collect().await;
         match self.routes.iter().find(|(p, _)| *p == path) {
-            Some((_, resp)) => resp.into_response(),
+            Some((_, resp)) => resp.clone().into_response(),
             None => Resp::new(404, "no such page\n").into_response(),
         }
     }
