@@ -241,7 +241,7 @@ async fn links_over_the_per_response_limit_are_not_pushed_and_rel_push_is_downgr
         "{explain}"
     );
     for push in &exchange.pushes {
-        assert_eq!(push.body.as_deref().unwrap(), push.path[1..3].as_bytes());
+        assert_eq!(push.body.as_deref().unwrap(), &push.path.as_bytes()[1..3]);
     }
 }
 
