@@ -698,8 +698,6 @@ pub fn accept_for_destination(dest: Option<&str>) -> &'static str {
         "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
     } else if is("document") || is("iframe") || is("frame") {
         "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-    } else if is("json") {
-        "application/json,*/*;q=0.5"
     } else {
         // script, font, fetch, audio, video, track, worker, manifest, ...
         "*/*"
