@@ -141,11 +141,26 @@ pub struct PushSettings {
     pub forward_headers: Vec<String>,
     pub explain: bool,
     pub dry_run: bool,
+    /// Remember what each browser was pushed in a cookie, and skip it next time.
+    pub cache_digest: bool,
+    /// The name of that cookie.
+    pub cache_digest_cookie: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct HintSettings {
     pub forward_origin_103: bool,
+    /// Learn each page's preload links and hint or push them before the
+    /// origin answers the next request for that page.
+    pub learn: bool,
+    pub learn_max_entries: usize,
+    pub learn_max_bytes: u64,
+    pub learn_ttl: Duration,
+    /// Key learned pages by path and query, not by path alone.
+    pub learn_query: bool,
+    /// Path patterns (`*` matches within one segment, `**` anything) whose
+    /// matching pages share one learned entry.
+    pub learn_routes: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -225,6 +240,8 @@ impl Default for PushSettings {
             forward_headers: Vec::new(),
             explain: false,
             dry_run: false,
+            cache_digest: false,
+            cache_digest_cookie: "lp_digest".to_string(),
         }
     }
 }
@@ -233,6 +250,12 @@ impl Default for HintSettings {
     fn default() -> Self {
         HintSettings {
             forward_origin_103: true,
+            learn: false,
+            learn_max_entries: 10_000,
+            learn_max_bytes: 8 * MIB,
+            learn_ttl: Duration::from_secs(3600),
+            learn_query: false,
+            learn_routes: Vec::new(),
         }
     }
 }
@@ -457,12 +480,20 @@ struct RawPush {
     forward_headers: Option<Vec<String>>,
     explain: Option<bool>,
     dry_run: Option<bool>,
+    cache_digest: Option<bool>,
+    cache_digest_cookie: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHints {
     forward_origin_103: Option<bool>,
+    learn: Option<bool>,
+    learn_max_entries: Option<i64>,
+    learn_max_bytes: Option<Loose>,
+    learn_ttl: Option<Loose>,
+    learn_query: Option<bool>,
+    learn_routes: Option<Vec<String>>,
 }
 
 /// A duration or size as written: a string (`"30s"`, `"64KiB"`) or a bare
@@ -626,6 +657,8 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     set!(push.allow_credentialed => push.allow_credentialed, Ok);
     set!(push.explain => push.explain, Ok);
     set!(push.dry_run => push.dry_run, Ok);
+    set!(push.cache_digest => push.cache_digest, Ok);
+    set!(push.cache_digest_cookie => push.cache_digest_cookie, cookie_name);
     for (i, name) in raw.push.forward_headers.into_iter().flatten().enumerate() {
         let key = format!("push.forward_headers[{i}]");
         push.forward_headers
@@ -634,6 +667,17 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
 
     let mut hints = HintSettings::default();
     set!(hints.forward_origin_103 => hints.forward_origin_103, Ok);
+    set!(hints.learn => hints.learn, Ok);
+    set!(hints.learn_max_entries => hints.learn_max_entries, count(1..=i64::MAX));
+    set!(hints.learn_max_bytes => hints.learn_max_bytes, size(1..=u64::MAX));
+    set!(hints.learn_ttl => hints.learn_ttl, positive_duration);
+    set!(hints.learn_query => hints.learn_query, Ok);
+    for (i, route) in raw.hints.learn_routes.into_iter().flatten().enumerate() {
+        let key = format!("hints.learn_routes[{i}]");
+        hints
+            .learn_routes
+            .extend(check.ok(&key, route_pattern(route)));
+    }
 
     match origin_addr {
         Some(addr) if check.problems.is_empty() => Ok(Config {
@@ -866,6 +910,38 @@ fn socket_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// A duration with a unit (`"30s"`, `"500ms"`, `"3m"`); zero is allowed.
+fn cookie_name(name: String) -> Result<String, String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !name.is_empty() && name.bytes().all(token) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{name:?} is not a cookie name; expected letters, digits and - _ . only, such as \"lp_digest\""
+        ))
+    }
+}
+
+fn route_pattern(route: String) -> Result<String, String> {
+    let double_star_inside = route
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|segment| segment.contains("**"));
+    if route.starts_with('/')
+        && !double_star_inside
+        && !route
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b == b'?')
+    {
+        Ok(route)
+    } else {
+        Err(format!(
+            "{route:?} is not a path pattern; expected a path starting with '/', where * matches \
+             within one segment and a final ** matches the rest, such as \"/products/*\""
+        ))
+    }
+}
+
 fn duration(raw: Loose) -> Result<Duration, String> {
     match raw {
         Loose::Int(0) => Ok(Duration::ZERO),

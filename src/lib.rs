@@ -37,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod frontend;
+pub mod hints;
 pub mod link;
 pub mod metrics;
 pub mod origin;

@@ -71,6 +71,10 @@ pub struct Metrics {
     pushed_bytes: AtomicU64,
     pushes_cancelled: AtomicU64,
     push_decisions: [AtomicU64; REASONS.len()],
+    hints_sent: AtomicU64,
+    learned_pushes: AtomicU64,
+    learned_confirmed: AtomicU64,
+    learned_wasted: AtomicU64,
 }
 
 fn inc(counter: &AtomicU64) {
@@ -137,6 +141,26 @@ impl Metrics {
 
     pub fn push_cancelled(&self) {
         inc(&self.pushes_cancelled);
+    }
+
+    /// A 103 Early Hints response went to a client.
+    pub fn hint_sent(&self) {
+        inc(&self.hints_sent);
+    }
+
+    /// Pushes started from learned hints.
+    pub fn learned_pushes(&self, count: u64) {
+        self.learned_pushes.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// A learned push that the final response named too (confirmed), or
+    /// did not (wasted).
+    pub fn learned_push_outcome(&self, confirmed: bool) {
+        inc(if confirmed {
+            &self.learned_confirmed
+        } else {
+            &self.learned_wasted
+        });
     }
 
     /// Count every decision of a plan under its reason code.
@@ -275,6 +299,30 @@ impl Metrics {
                 get(value)
             );
         }
+        counter(
+            &mut out,
+            "linkpush_early_hints_sent_total",
+            "103 Early Hints responses sent.",
+            get(&self.hints_sent),
+        );
+        counter(
+            &mut out,
+            "linkpush_learned_pushes_total",
+            "Pushes started from learned hints.",
+            get(&self.learned_pushes),
+        );
+        let _ = writeln!(out, "# HELP linkpush_learned_push_outcomes_total Learned pushes the final response named (confirmed) or not (wasted).");
+        let _ = writeln!(out, "# TYPE linkpush_learned_push_outcomes_total counter");
+        let _ = writeln!(
+            out,
+            "linkpush_learned_push_outcomes_total{{outcome=\"confirmed\"}} {}",
+            get(&self.learned_confirmed)
+        );
+        let _ = writeln!(
+            out,
+            "linkpush_learned_push_outcomes_total{{outcome=\"wasted\"}} {}",
+            get(&self.learned_wasted)
+        );
         out
     }
 }

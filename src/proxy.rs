@@ -401,6 +401,8 @@ pub fn clean_response(parts: &mut http::response::Parts) -> Result<(), ProxyErro
     if parts.status == StatusCode::NO_CONTENT {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
+    // Some origins (php -S) echo `Host` in responses; it means nothing there.
+    parts.headers.remove(header::HOST);
     Ok(())
 }
 

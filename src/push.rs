@@ -83,6 +83,10 @@ pub struct Facts<'a> {
 pub enum Action {
     /// Push it (and forward it, minus a `push` relation type).
     Push,
+    /// Already promised for this same response (by a 103, or an earlier
+    /// element naming the same URL): forwarded as a
+    /// pushed link is, and not promised again.
+    AlreadyPushed,
     /// Forward it unchanged.
     Keep,
     /// Forward it with `rel=push` turned into `rel=preload`.
@@ -94,7 +98,7 @@ pub enum Action {
 impl Action {
     fn verb(self) -> &'static str {
         match self {
-            Action::Push => "push",
+            Action::Push | Action::AlreadyPushed => "push",
             Action::Keep | Action::Rewrite => "preload",
             Action::Drop => "drop",
         }
@@ -468,7 +472,7 @@ impl Plan {
         match d.action {
             Action::Keep => Edit::Same,
             Action::Drop => Edit::Remove,
-            Action::Push => {
+            Action::Push | Action::AlreadyPushed => {
                 let left: Vec<&str> = rels
                     .iter()
                     .map(String::as_str)
@@ -588,6 +592,7 @@ pub fn decide(
                 .and_then(Param::value_str)
                 .map(str::to_ascii_lowercase);
             let mut path = None;
+            let mut already_pushed = false;
             let reason = 'rules: {
                 if link.has_param("nopush") {
                     break 'rules Reason::NoPush;
@@ -632,10 +637,11 @@ pub fn decide(
                 if !has_push && policy.preload == PreloadMode::HintOnly {
                     break 'rules Reason::HintOnly;
                 }
-                if state.promised(resolved)
-                    || !seen.insert(resolved.clone())
-                    || diary.contains(facts.authority, resolved)
-                {
+                if state.promised(resolved) {
+                    already_pushed = true;
+                    break 'rules Reason::Duplicate;
+                }
+                if !seen.insert(resolved.clone()) || diary.contains(facts.authority, resolved) {
                     break 'rules Reason::Duplicate;
                 }
                 let response_pushes = state.pushes() + if policy.dry_run { pushed_now } else { 0 };
@@ -655,6 +661,8 @@ pub fn decide(
             let pushed = reason == Reason::Pushed;
             let action = if pushed && !policy.dry_run {
                 Action::Push
+            } else if already_pushed {
+                Action::AlreadyPushed
             } else if has_push {
                 Action::Rewrite
             } else {
@@ -760,7 +768,7 @@ mod tests {
     fn f_none(_: &mut Facts<'static>) {}
     fn prep_none(_: &mut Diary, _: &mut ResponseState) {}
 
-    use Action::{Keep, Push, Rewrite};
+    use Action::{AlreadyPushed, Keep, Push, Rewrite};
     use Reason::*;
 
     #[rustfmt::skip]
@@ -825,12 +833,12 @@ mod tests {
             Row { name: "hint-only push", policy: |p| p.preload = PreloadMode::HintOnly, ..r("", "</a.css>; rel=push, </b.css>; rel=\"preload push\"", &[(Push, Pushed), (Push, Pushed)]) },
             Row { name: "hint-only modulepreload", policy: |p| { p.preload = PreloadMode::HintOnly; p.allow_credentialed = true }, ..r("", "</m.js>; rel=modulepreload", &[(Keep, HintOnly)]) },
             // 10. duplicates
-            r("duplicate in line", "</a.css>; rel=preload, <a.css>; rel=push, </a.css#x>; rel=preload", &[(Push, Pushed), (Rewrite, Duplicate), (Keep, Duplicate)]),
+            r("duplicate in line", "</a.css>; rel=preload, <a.css>; rel=push, </a.css#x>; rel=preload", &[(Push, Pushed), (AlreadyPushed, Duplicate), (AlreadyPushed, Duplicate)]),
             Row { name: "duplicate in diary (requested)", prep: |d, _| d.record_requested("example.com", "/a.css"), ..r("", "</a.css>; rel=preload", &[(Keep, Duplicate)]) },
             Row { name: "diary authority is case-insensitive", prep: |d, _| d.record_pushed("EXAMPLE.COM", "/a.css"), ..r("", "</a.css>; rel=push", &[(Rewrite, Duplicate)]) },
             Row { name: "diary of another authority", prep: |d, _| d.record_pushed("other.example", "/a.css"), ..r("", "</a.css>; rel=preload", &[(Push, Pushed)]) },
-            Row { name: "already promised", prep: |_, s| { s.promised.insert("/a.css".into()); s.pushes = 1 }, ..r("", "</a.css>; rel=preload, </b.css>; rel=preload", &[(Keep, Duplicate), (Push, Pushed)]) },
-            Row { name: "duplicate beats limit", policy: |p| p.max_pushes_per_response = 1, ..r("", "</a.css>; rel=preload, </a.css>; rel=preload, </b.css>; rel=preload", &[(Push, Pushed), (Keep, Duplicate), (Keep, Limit)]) },
+            Row { name: "already promised", prep: |_, s| { s.promised.insert("/a.css".into()); s.pushes = 1 }, ..r("", "</a.css>; rel=preload, </b.css>; rel=preload", &[(AlreadyPushed, Duplicate), (Push, Pushed)]) },
+            Row { name: "duplicate beats limit", policy: |p| p.max_pushes_per_response = 1, ..r("", "</a.css>; rel=preload, </a.css>; rel=preload, </b.css>; rel=preload", &[(Push, Pushed), (AlreadyPushed, Duplicate), (Keep, Limit)]) },
             // 11. limits
             Row { name: "max pushes 0", policy: |p| p.max_pushes_per_response = 0, ..r("", "</a.css>; rel=preload, </b.css>; rel=push", &[(Keep, Limit), (Rewrite, Limit)]) },
             Row { name: "max pushes 2", policy: |p| p.max_pushes_per_response = 2, ..r("", "</a.css>; rel=preload, </b.css>; rel=preload, </c.css>; rel=preload", &[(Push, Pushed), (Push, Pushed), (Keep, Limit)]) },
@@ -1063,12 +1071,10 @@ mod tests {
         );
         assert_eq!(
             outcome(&plan),
-            [(Push, Pushed), (Push, Pushed), (Rewrite, Duplicate)]
+            [(Push, Pushed), (Push, Pushed), (AlreadyPushed, Duplicate)]
         );
-        assert_eq!(
-            out,
-            vec!["</b.css>; rel=preload", "</a.css>; rel=preload; as=style"]
-        );
+        // The repeat was pushed with the first one: it goes like a pushed link.
+        assert_eq!(out, vec!["</b.css>; rel=preload"]);
     }
 
     #[test]
@@ -1103,8 +1109,8 @@ mod tests {
         assert_eq!(
             outcome(&final_plan),
             [
-                (Keep, Duplicate),
-                (Rewrite, Duplicate),
+                (AlreadyPushed, Duplicate),
+                (AlreadyPushed, Duplicate),
                 (Push, Pushed),
                 (Keep, Limit)
             ]
@@ -1113,7 +1119,7 @@ mod tests {
         assert!(state.promised("/c.png"));
         assert_eq!(
             final_plan.link_lines(),
-            vec!["</a.css>; rel=preload, </b.js>; rel=preload, </c.png>; rel=preload, </d.png>; rel=preload"]
+            vec!["</a.css>; rel=preload, </c.png>; rel=preload, </d.png>; rel=preload"]
         );
         // A later response on the same connection: the diary knows them.
         let next = decide(
@@ -1359,7 +1365,8 @@ mod tests {
         let same = vec!["</a.css>; rel=push"; 10_000].join(",");
         let plan = run(&p, &facts(), &[&same]);
         assert_eq!(plan.pushes().count(), 1);
-        assert_eq!(plan.link_lines()[0].matches("rel=preload").count(), 9_999);
+        // Every repeat was pushed with the first: the whole line goes.
+        assert!(plan.link_lines().is_empty());
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Shared {
     /// Cancelled when graceful shutdown starts.
     pub shutdown: CancellationToken,
     pub policy: push::Policy,
+    /// Learned early hints, when `[hints] learn` is on.
+    pub learned: Option<crate::hints::LearnedHints>,
 }
 
 /// Run the proxy on already-bound listeners until `shutdown` completes, then
@@ -99,6 +101,10 @@ pub async fn run(
     let shared = Arc::new(Shared {
         origin: Origin::new(&config)?,
         policy: policy(&config.push),
+        learned: config
+            .hints
+            .learn
+            .then(|| crate::hints::LearnedHints::new(&config.hints)),
         metrics: metrics.clone(),
         shutdown: CancellationToken::new(),
         config: config.clone(),

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::CappedBody;
 use crate::error::ProxyError;
+use crate::hints;
 use crate::proxy::{self, AccessRecord, ConnContext};
 use crate::push::{self, ClientPush, ResponseState};
 use crate::server::Shared;
@@ -128,6 +129,13 @@ async fn handle(
             return fail(log, &error);
         }
     };
+    if let Some(learned) = &shared.learned {
+        let key = learned.key(&target.authority, &target.path_and_query);
+        learned.apply(
+            key,
+            hints::lesson(&target.method, head.status.as_u16(), &head.headers),
+        );
+    }
     let lines = proxy::link_lines(&head.headers);
     if !lines.is_empty() {
         let facts = push::Facts {

@@ -6,6 +6,7 @@
 //! task. Response bodies are sent with h2 flow control: capacity is reserved
 //! before each DATA frame, so at most one window of a body is buffered.
 
+use std::collections::HashSet;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,13 +21,17 @@ use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::sniff::{PeerSettings, Sniffed};
 use super::{CappedBody, H2Body};
 use crate::error::ProxyError;
+use crate::hints;
+use crate::link::{parse_field, serialize_field, Element};
+use crate::origin::OriginBody;
 use crate::proxy::{self, AccessRecord, ConnContext, Target};
-use crate::push::{self, ClientPush, Diary, ResponseState};
+use crate::push::{self, ClientPush, Diary, Plan, ResponseState};
 use crate::server::Shared;
 
 /// The state one HTTP/2 connection shares with its stream tasks.
@@ -306,6 +311,80 @@ fn send_error(respond: &mut SendResponse<Bytes>, error: &ProxyError, head_only: 
     }
 }
 
+/// The facts of one request that its access-log line needs.
+struct RequestLog<'a> {
+    conn: &'a Conn,
+    method: &'a Method,
+    authority: &'a str,
+    path: &'a str,
+    started: Instant,
+}
+
+impl RequestLog<'_> {
+    /// Count the request and write its access-log line.
+    fn write(
+        &self,
+        status: u16,
+        bytes: u64,
+        origin_time: Option<Duration>,
+        pushes: &[String],
+        error: Option<&str>,
+    ) {
+        let shared = &self.conn.shared;
+        shared
+            .metrics
+            .request(&self.conn.ctx, status, bytes, self.started);
+        AccessRecord {
+            ctx: &self.conn.ctx,
+            method: self.method.as_str(),
+            authority: self.authority,
+            path: self.path,
+            status,
+            bytes,
+            started: self.started,
+            origin_time,
+            pushed: false,
+            pushes,
+            error,
+        }
+        .emit(shared.config.log.access_log);
+    }
+}
+
+/// Answer a request that cannot be forwarded with an error response.
+fn reject(
+    respond: &mut SendResponse<Bytes>,
+    error: &ProxyError,
+    log: &RequestLog<'_>,
+    origin_time: Option<Duration>,
+) {
+    proxy::log_error(error, &log.conn.ctx, log.path);
+    let bytes = send_error(respond, error, *log.method == Method::HEAD);
+    log.write(
+        error.status().as_u16(),
+        bytes,
+        origin_time,
+        &[],
+        Some(&error.chain()),
+    );
+}
+
+/// Most 103 responses from the origin acted upon per request; beyond this
+/// an origin's 103s are ignored, so a flood of them costs nothing.
+const MAX_EARLY_HINTS: usize = 8;
+
+/// Queue the origin's 103 responses for the stream task. The callback runs
+/// inside hyper's response parser, so it only copies the headers out.
+fn watch_informational(request: &mut Request<OriginBody>) -> mpsc::Receiver<HeaderMap> {
+    let (sender, receiver) = mpsc::channel(MAX_EARLY_HINTS);
+    hyper::ext::on_informational(request, move |response| {
+        if response.status() == StatusCode::EARLY_HINTS {
+            let _ = sender.try_send(response.headers().clone());
+        }
+    });
+    receiver
+}
+
 async fn handle_request(
     conn: &Conn,
     request: Request<RecvStream>,
@@ -315,75 +394,89 @@ async fn handle_request(
     let shared = &conn.shared;
     let config = &shared.config;
     let (parts, recv) = request.into_parts();
-    let path_for_log = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_default();
     let target = match proxy::validate(&parts, &conn.ctx, config) {
         Ok(target) => target,
         Err(error) => {
-            proxy::log_error(&error, &conn.ctx, &path_for_log);
-            let bytes = send_error(&mut respond, &error, parts.method == Method::HEAD);
-            shared
-                .metrics
-                .request(&conn.ctx, error.status().as_u16(), bytes, started);
-            access(
+            let path = parts.uri.path_and_query().map_or("", |pq| pq.as_str());
+            let log = RequestLog {
                 conn,
-                &parts.method,
-                "",
-                &path_for_log,
-                error.status().as_u16(),
-                bytes,
+                method: &parts.method,
+                authority: "",
+                path,
                 started,
-                None,
-                &[],
-                Some(&error.chain()),
-            );
+            };
+            reject(&mut respond, &error, &log, None);
             return;
         }
+    };
+    let log = RequestLog {
+        conn,
+        method: &target.method,
+        authority: &target.authority,
+        path: &target.path_and_query,
+        started,
     };
     if let Ok(mut diary) = conn.diary.lock() {
         diary.record_requested(&target.authority, &target.path_and_query);
     }
+    let mut session = PushSession::new(conn, &target, &parts.headers);
+
+    // Learned hints go out before the origin has even seen the request.
+    let learn_key = shared
+        .learned
+        .as_ref()
+        .map(|learned| learned.key(&target.authority, &target.path_and_query));
+    if let (Some(learned), Some(key)) = (&shared.learned, &learn_key) {
+        if hints::wants_hints(&target.method, &parts.headers) {
+            if let Some(links) = learned.lookup(key) {
+                session.early(&links, Source::Learned, &mut respond);
+            }
+        }
+    }
+
     let body_is_empty = recv.is_end_stream();
     let (body, tripwire) = CappedBody::new(
         H2Body::new(recv, target.content_length),
         config.limits.max_request_body_bytes,
     );
-    let body = body.boxed_unsync();
-    let outcome = match proxy::origin_request(
+    let mut origin_request = match proxy::origin_request(
         &parts,
         &target,
-        body,
+        body.boxed_unsync(),
         body_is_empty,
         &conn.ctx,
         config,
         &shared.origin,
     ) {
-        Ok(origin_request) => {
-            tokio::select! {
-                outcome = proxy::forward(&shared.origin, origin_request) => Some(outcome),
-                _ = poll_fn(|cx| respond.poll_reset(cx)) => None,
+        Ok(request) => request,
+        Err(error) => {
+            reject(&mut respond, &error, &log, None);
+            return;
+        }
+    };
+    let mut early_hints = watch_informational(&mut origin_request);
+    let forward = proxy::forward(&shared.origin, origin_request);
+    tokio::pin!(forward);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut forward => break Some(outcome),
+            _ = poll_fn(|cx| respond.poll_reset(cx)) => break None,
+            Some(headers) = early_hints.recv() => {
+                let lines = proxy::link_lines(&headers);
+                session.early(&lines, Source::Origin, &mut respond);
             }
         }
-        Err(error) => Some((Err(error), Duration::ZERO)),
     };
     let Some((result, origin_time)) = outcome else {
         // Dropping the origin future closes its connection: the origin sees
         // the request abort.
         tracing::debug!(path = %target.path_and_query, "client reset the stream before the response");
         shared.metrics.client_reset();
-        access(
-            conn,
-            &target.method,
-            &target.authority,
-            &target.path_and_query,
+        log.write(
             499,
             0,
-            started,
             None,
-            &[],
+            &session.pushed,
             Some("client reset the stream"),
         );
         return;
@@ -403,29 +496,19 @@ async fn handle_request(
             } else {
                 error
             };
-            proxy::log_error(&error, &conn.ctx, &target.path_and_query);
             shared.metrics.origin_error(&error);
-            let bytes = send_error(&mut respond, &error, target.method == Method::HEAD);
-            shared
-                .metrics
-                .request(&conn.ctx, error.status().as_u16(), bytes, started);
-            access(
-                conn,
-                &target.method,
-                &target.authority,
-                &target.path_and_query,
-                error.status().as_u16(),
-                bytes,
-                started,
-                Some(origin_time),
-                &[],
-                Some(&error.chain()),
-            );
+            reject(&mut respond, &error, &log, Some(origin_time));
             return;
         }
     };
-
-    let pushed = promise_links(conn, &target, &parts.headers, &mut head, &mut respond);
+    // Learn from the origin's own Link field, before it is rewritten.
+    if let (Some(learned), Some(key)) = (&shared.learned, learn_key) {
+        learned.apply(
+            key,
+            hints::lesson(&target.method, head.status.as_u16(), &head.headers),
+        );
+    }
+    session.finish(&mut head, &mut respond);
 
     let status = head.status.as_u16();
     let end_stream = body.is_end_stream();
@@ -433,18 +516,8 @@ async fn handle_request(
         Ok(send) => send,
         Err(error) => {
             tracing::debug!(%error, "could not send response head");
-            access(
-                conn,
-                &target.method,
-                &target.authority,
-                &target.path_and_query,
-                status,
-                0,
-                started,
-                Some(origin_time),
-                &pushed,
-                Some("stream closed before the response head"),
-            );
+            let why = "stream closed before the response head";
+            log.write(status, 0, Some(origin_time), &session.pushed, Some(why));
             return;
         }
     };
@@ -462,142 +535,236 @@ async fn handle_request(
             }
         }
     };
-    shared.metrics.request(&conn.ctx, status, bytes, started);
-    access(
-        conn,
-        &target.method,
-        &target.authority,
-        &target.path_and_query,
+    log.write(
         status,
         bytes,
-        started,
         Some(origin_time),
-        &pushed,
+        &session.pushed,
         error.as_deref(),
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-fn access(
-    conn: &Conn,
-    method: &Method,
-    authority: &str,
-    path: &str,
-    status: u16,
-    bytes: u64,
-    started: Instant,
-    origin_time: Option<Duration>,
-    pushes: &[String],
-    error: Option<&str>,
-) {
-    AccessRecord {
-        ctx: &conn.ctx,
-        method: method.as_str(),
-        authority,
-        path,
-        status,
-        bytes,
-        started,
-        origin_time,
-        pushed: false,
-        pushes,
-        error,
-    }
-    .emit(conn.shared.config.log.access_log);
+/// Where links seen before the final response came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Learned from earlier responses for this page.
+    Learned,
+    /// A 103 from the origin.
+    Origin,
 }
 
-/// Run the push policy over the response's Link fields, send a PUSH_PROMISE
-/// for each link it picks (before the response HEADERS, which the caller sends
-/// next), start each promised fetch, and rewrite the Link field for the
-/// client. Returns the pushed paths.
-fn promise_links(
-    conn: &Conn,
-    target: &Target,
-    request_headers: &HeaderMap,
-    head: &mut http::response::Parts,
-    respond: &mut SendResponse<Bytes>,
-) -> Vec<String> {
-    let lines = proxy::link_lines(&head.headers);
-    if lines.is_empty() {
-        return Vec::new();
+/// One request stream's pushes and hints, across a learned hint, the
+/// origin's 103s and the final response: a URL is promised at most once,
+/// and a link is hinted at most once.
+struct PushSession<'a> {
+    conn: &'a Conn,
+    target: &'a Target,
+    request_headers: &'a HeaderMap,
+    state: ResponseState,
+    /// Pushed DATA bytes left for this response.
+    budget: Arc<Budget>,
+    /// Paths promised, for the access log.
+    pushed: Vec<String>,
+    /// Link elements already sent to the client in a 103.
+    hinted: HashSet<String>,
+    /// Paths promised from learned hints, to tell confirmed from wasted.
+    learned_pushes: Vec<String>,
+    early_responses: usize,
+}
+
+impl<'a> PushSession<'a> {
+    fn new(conn: &'a Conn, target: &'a Target, request_headers: &'a HeaderMap) -> Self {
+        PushSession {
+            conn,
+            target,
+            request_headers,
+            state: ResponseState::default(),
+            budget: Arc::new(Budget {
+                left: AtomicU64::new(conn.shared.config.push.max_pushed_bytes_per_response),
+            }),
+            pushed: Vec::new(),
+            hinted: HashSet::new(),
+            learned_pushes: Vec::new(),
+            early_responses: 0,
+        }
     }
-    let shared = &conn.shared;
-    let facts = push::Facts {
-        method: &target.method,
-        scheme: conn.ctx.scheme(),
-        authority: &target.authority,
-        path_and_query: &target.path_and_query,
-        status: head.status.as_u16(),
-        client: conn.client_push(),
-    };
-    let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let mut state = ResponseState::default();
-    let mut plan = match conn.diary.lock() {
-        Ok(mut diary) => push::decide(&shared.policy, &facts, &line_refs, &mut diary, &mut state),
-        Err(_) => return Vec::new(),
-    };
-    let budget = Arc::new(Budget {
-        left: AtomicU64::new(shared.config.push.max_pushed_bytes_per_response),
-    });
-    let mut pushed = Vec::new();
-    let mut refused = Vec::new();
-    let planned: Vec<(usize, usize, String, Option<String>)> = plan
-        .pushes()
-        .filter_map(|d| Some((d.line, d.element, d.path.clone()?, d.destination.clone())))
-        .collect();
-    for (line, element, path, destination) in planned {
-        let promised =
-            match promised_request(conn, target, request_headers, &path, destination.as_deref()) {
-                Some(promised) => promised,
-                None => {
-                    refused.push((line, element, push::Reason::CrossOrigin));
-                    continue;
-                }
+
+    /// Whether this client is taking pushes from us now.
+    fn takes_pushes(&self) -> bool {
+        let policy = &self.conn.shared.policy;
+        policy.enabled
+            && !policy.dry_run
+            && matches!(self.conn.client_push(), ClientPush::Enabled { .. })
+    }
+
+    /// Links known before the final response: push what the policy picks
+    /// at once; a client that takes no pushes gets a 103 instead.
+    fn early(&mut self, lines: &[String], source: Source, respond: &mut SendResponse<Bytes>) {
+        if self.early_responses >= MAX_EARLY_HINTS {
+            return;
+        }
+        self.early_responses += 1;
+        let before = self.pushed.len();
+        let Some(plan) = self.promise(lines, StatusCode::EARLY_HINTS.as_u16(), respond) else {
+            return;
+        };
+        let metrics = &self.conn.shared.metrics;
+        if source == Source::Learned {
+            let learned = &self.pushed[before..];
+            metrics.learned_pushes(learned.len() as u64);
+            self.learned_pushes.extend_from_slice(learned);
+        }
+        let forward = match source {
+            Source::Learned => true,
+            Source::Origin => self.conn.shared.config.hints.forward_origin_103,
+        };
+        if forward && !self.takes_pushes() {
+            self.send_hints(&plan, respond);
+        }
+    }
+
+    /// Send a 103 with the plan's links that this client has not been
+    /// hinted yet. Only `Link` fields go out: a 103's other fields are the
+    /// origin's business, and none of them reaches the final response.
+    fn send_hints(&mut self, plan: &Plan, respond: &mut SendResponse<Bytes>) {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::EARLY_HINTS;
+        for line in plan.link_lines() {
+            let fresh: Vec<Element> = parse_field(&line)
+                .into_iter()
+                .filter(|element| self.hinted.insert(element.raw().to_string()))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_str(&serialize_field(&fresh)) {
+                response.headers_mut().append(header::LINK, value);
+            }
+        }
+        if response.headers().is_empty() {
+            return;
+        }
+        match respond.send_informational(response) {
+            Ok(()) => self.conn.shared.metrics.hint_sent(),
+            Err(error) => tracing::debug!(%error, "could not send 103"),
+        }
+    }
+
+    /// The final response: push what is new in its Link field and rewrite
+    /// the field for the client.
+    fn finish(&mut self, head: &mut http::response::Parts, respond: &mut SendResponse<Bytes>) {
+        let lines = proxy::link_lines(&head.headers);
+        let plan = self.promise(&lines, head.status.as_u16(), respond);
+        let metrics = &self.conn.shared.metrics;
+        for path in &self.learned_pushes {
+            let named = plan.as_ref().is_some_and(|plan| {
+                plan.decisions()
+                    .iter()
+                    .any(|d| d.path.as_deref() == Some(path.as_str()))
+            });
+            metrics.learned_push_outcome(named);
+        }
+        if let Some(plan) = plan {
+            proxy::apply_plan(
+                &mut head.headers,
+                &plan,
+                self.conn.shared.config.push.explain,
+            );
+        }
+    }
+
+    /// Run the push policy over `lines`, send a PUSH_PROMISE for each link
+    /// it picks (before the response HEADERS, which go out later), start
+    /// each promised fetch, and turn refused promises into preloads.
+    fn promise(
+        &mut self,
+        lines: &[String],
+        status: u16,
+        respond: &mut SendResponse<Bytes>,
+    ) -> Option<Plan> {
+        if lines.is_empty() {
+            return None;
+        }
+        let conn = self.conn;
+        let shared = &conn.shared;
+        let target = self.target;
+        let facts = push::Facts {
+            method: &target.method,
+            scheme: conn.ctx.scheme(),
+            authority: &target.authority,
+            path_and_query: &target.path_and_query,
+            status,
+            client: conn.client_push(),
+        };
+        let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut plan = {
+            let mut diary = conn.diary.lock().ok()?;
+            push::decide(
+                &shared.policy,
+                &facts,
+                &line_refs,
+                &mut diary,
+                &mut self.state,
+            )
+        };
+        let planned: Vec<(usize, usize, String, Option<String>)> = plan
+            .pushes()
+            .filter_map(|d| Some((d.line, d.element, d.path.clone()?, d.destination.clone())))
+            .collect();
+        let mut refused = Vec::new();
+        for (line, element, path, destination) in planned {
+            let Some(promised) = promised_request(
+                conn,
+                target,
+                self.request_headers,
+                &path,
+                destination.as_deref(),
+            ) else {
+                refused.push((line, element, push::Reason::CrossOrigin));
+                continue;
             };
-        let headers = promised.headers().clone();
-        match respond.push_request(promised) {
-            Ok(stream) => {
-                shared.metrics.push_promised();
-                conn.pushes_in_flight.fetch_add(1, Ordering::Relaxed);
-                let slot = PushSlot(conn.pushes_in_flight.clone());
-                pushed.push(path.clone());
-                let conn_ctx = conn.ctx.clone();
-                let shared = shared.clone();
-                let budget = budget.clone();
-                let authority = target.authority.clone();
-                let span = tracing::debug_span!("push", path = %path);
-                tokio::spawn(
-                    async move {
-                        let _slot = slot;
-                        run_push(
-                            &shared, &conn_ctx, stream, authority, path, headers, &budget,
-                        )
-                        .await;
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(error) => {
-                tracing::debug!(%error, %path, "push refused by h2");
-                let reason = if conn.peer.push_enabled() {
-                    push::Reason::Limit
-                } else {
-                    push::Reason::ClientDisabled
-                };
-                refused.push((line, element, reason));
-            }
-        }
-    }
-    if !refused.is_empty() {
-        if let Ok(mut diary) = conn.diary.lock() {
-            for (line, element, reason) in refused {
-                plan.downgrade(line, element, reason, &mut diary, &mut state);
+            let headers = promised.headers().clone();
+            match respond.push_request(promised) {
+                Ok(stream) => {
+                    shared.metrics.push_promised();
+                    conn.pushes_in_flight.fetch_add(1, Ordering::Relaxed);
+                    let slot = PushSlot(conn.pushes_in_flight.clone());
+                    self.pushed.push(path.clone());
+                    let ctx = conn.ctx.clone();
+                    let shared = shared.clone();
+                    let budget = self.budget.clone();
+                    let authority = target.authority.clone();
+                    let span = tracing::debug_span!("push", path = %path);
+                    tokio::spawn(
+                        async move {
+                            let _slot = slot;
+                            run_push(&shared, &ctx, stream, authority, path, headers, &budget)
+                                .await;
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(error) => {
+                    tracing::debug!(%error, %path, "push refused by h2");
+                    let reason = if conn.peer.push_enabled() {
+                        push::Reason::Limit
+                    } else {
+                        push::Reason::ClientDisabled
+                    };
+                    refused.push((line, element, reason));
+                }
             }
         }
+        if !refused.is_empty() {
+            if let Ok(mut diary) = conn.diary.lock() {
+                for (line, element, reason) in refused {
+                    plan.downgrade(line, element, reason, &mut diary, &mut self.state);
+                }
+            }
+        }
+        shared.metrics.push_decisions(&plan);
+        Some(plan)
     }
-    shared.metrics.push_decisions(&plan);
-    proxy::apply_plan(&mut head.headers, &plan, shared.config.push.explain);
-    pushed
 }
 
 /// Holds one of the connection's push slots until the push task ends.

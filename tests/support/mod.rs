@@ -721,3 +721,955 @@ pub async fn send_h2_body(stream: &mut h2::SendStream<Bytes>, total: u64, chunk:
             .expect("send data");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Wire-level helpers for hostile peers: hand-written HTTP/2 frames toward the
+// proxy, raw HTTP/1.1 over TLS, a scripted raw HTTP/1.1 origin, and an h2
+// client call that reports resets instead of panicking.
+
+#[allow(unused_imports)]
+pub use wire::*;
+
+pub mod wire {
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, Request, StatusCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+    use tokio::time::Instant;
+
+    use super::{H2Client, TestProxy};
+
+    /// The longest one step of a wire-level exchange may take before the
+    /// test fails (much shorter than the whole-test bound).
+    pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Run one step under [`STEP_TIMEOUT`].
+    pub async fn step<F: Future>(what: &str, future: F) -> F::Output {
+        tokio::time::timeout(STEP_TIMEOUT, future)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no progress within {STEP_TIMEOUT:?}"))
+    }
+
+    /// The client connection preface (RFC 9113 §3.4).
+    pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// Frame types and flags (RFC 9113 §6).
+    pub mod h2frame {
+        pub const DATA: u8 = 0x0;
+        pub const HEADERS: u8 = 0x1;
+        pub const PRIORITY: u8 = 0x2;
+        pub const RST_STREAM: u8 = 0x3;
+        pub const SETTINGS: u8 = 0x4;
+        pub const PUSH_PROMISE: u8 = 0x5;
+        pub const PING: u8 = 0x6;
+        pub const GOAWAY: u8 = 0x7;
+        pub const WINDOW_UPDATE: u8 = 0x8;
+        pub const CONTINUATION: u8 = 0x9;
+
+        pub const END_STREAM: u8 = 0x1;
+        pub const ACK: u8 = 0x1;
+        pub const END_HEADERS: u8 = 0x4;
+        pub const PADDED: u8 = 0x8;
+        pub const PRIORITY_FLAG: u8 = 0x20;
+    }
+
+    /// Error codes (RFC 9113 §7).
+    pub mod h2code {
+        pub const NO_ERROR: u32 = 0x0;
+        pub const PROTOCOL_ERROR: u32 = 0x1;
+        pub const INTERNAL_ERROR: u32 = 0x2;
+        pub const REFUSED_STREAM: u32 = 0x7;
+        pub const CANCEL: u32 = 0x8;
+        pub const COMPRESSION_ERROR: u32 = 0x9;
+        pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+    }
+
+    /// SETTINGS identifiers (RFC 9113 §6.5.2).
+    pub mod h2setting {
+        pub const HEADER_TABLE_SIZE: u16 = 0x1;
+        pub const ENABLE_PUSH: u16 = 0x2;
+        pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+        pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    }
+
+    /// One header field of a hand-encoded block: raw name and value bytes.
+    pub type Field = (Vec<u8>, Vec<u8>);
+
+    pub fn field(name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Field {
+        (name.as_ref().to_vec(), value.as_ref().to_vec())
+    }
+
+    /// `:method`, `:scheme` (https), `:authority` and `:path`, in that order.
+    pub fn request_fields(method: &str, path: &str, authority: &str) -> Vec<Field> {
+        vec![
+            field(":method", method),
+            field(":scheme", "https"),
+            field(":authority", authority),
+            field(":path", path),
+        ]
+    }
+
+    /// Encode an HPACK integer with an N-bit prefix (RFC 7541 §5.1).
+    pub fn hpack_int(out: &mut Vec<u8>, value: usize, prefix_bits: u8, first_byte: u8) {
+        let max = (1usize << prefix_bits) - 1;
+        if value < max {
+            out.push(first_byte | value as u8);
+            return;
+        }
+        out.push(first_byte | max as u8);
+        let mut rest = value - max;
+        while rest >= 0x80 {
+            out.push((rest & 0x7f) as u8 | 0x80);
+            rest >>= 7;
+        }
+        out.push(rest as u8);
+    }
+
+    /// Every field as a "literal header field without indexing, new name",
+    /// with raw (non-Huffman) strings (RFC 7541 §6.2.2). No byte is checked,
+    /// so any malformed name or value goes out as given.
+    pub fn hpack_literals(fields: &[Field]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in fields {
+            out.push(0x00);
+            hpack_int(&mut out, name.len(), 7, 0x00);
+            out.extend_from_slice(name);
+            hpack_int(&mut out, value.len(), 7, 0x00);
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    fn hpack_read_int(bytes: &[u8], prefix_bits: u8) -> Option<(usize, usize)> {
+        let max = (1usize << prefix_bits) - 1;
+        let mut value = (*bytes.first()? as usize) & max;
+        if value < max {
+            return Some((value, 1));
+        }
+        let mut shift = 0;
+        let mut used = 1;
+        loop {
+            let byte = *bytes.get(used)?;
+            used += 1;
+            value += ((byte & 0x7f) as usize) << shift;
+            if byte & 0x80 == 0 {
+                return Some((value, used));
+            }
+            shift += 7;
+            if shift > 28 {
+                return None;
+            }
+        }
+    }
+
+    /// Decode a Huffman string made only of the digits 0-9 (RFC 7541
+    /// Appendix B: '0'-'2' are 5-bit codes 0-2, '3'-'9' are 6-bit codes
+    /// 0x19-0x1f), as a `:status` value is.
+    fn huffman_digits(data: &[u8]) -> Option<Vec<u8>> {
+        let total = data.len() * 8;
+        let bit = |n: usize| u32::from((data[n / 8] >> (7 - n % 8)) & 1);
+        let read =
+            |from: usize, count: usize| (0..count).fold(0u32, |acc, k| acc << 1 | bit(from + k));
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while total - pos >= 5 {
+            let five = read(pos, 5);
+            if five <= 2 {
+                out.push(b'0' + five as u8);
+                pos += 5;
+                continue;
+            }
+            if total - pos >= 6 {
+                let six = read(pos, 6);
+                if (0x19..=0x1f).contains(&six) {
+                    out.push(b'3' + (six - 0x19) as u8);
+                    pos += 6;
+                    continue;
+                }
+            }
+            break;
+        }
+        // What is left must be end-of-string padding: under 8 bits, all ones.
+        let rest = total - pos;
+        if rest >= 8 || (0..rest).any(|k| bit(pos + k) == 0) {
+            return None;
+        }
+        Some(out)
+    }
+
+    /// The `:status` of a response header block whose first field is the
+    /// status encoded from the static table or as a literal: always so for
+    /// the first response on a connection. `None` when it cannot be told.
+    pub fn hpack_first_status(block: &[u8]) -> Option<u16> {
+        let mut at = 0;
+        // Skip dynamic table size updates.
+        while block.get(at)? & 0xe0 == 0x20 {
+            at += hpack_read_int(&block[at..], 5)?.1;
+        }
+        let first = block[at];
+        if first & 0x80 != 0 {
+            let (index, _) = hpack_read_int(&block[at..], 7)?;
+            return match index {
+                8 => Some(200),
+                9 => Some(204),
+                10 => Some(206),
+                11 => Some(304),
+                12 => Some(400),
+                13 => Some(404),
+                14 => Some(500),
+                _ => None,
+            };
+        }
+        let prefix = if first & 0x40 != 0 { 6 } else { 4 };
+        let (name_index, used) = hpack_read_int(&block[at..], prefix)?;
+        if !(8..=14).contains(&name_index) {
+            return None;
+        }
+        at += used;
+        let huffman = block.get(at)? & 0x80 != 0;
+        let (len, used) = hpack_read_int(&block[at..], 7)?;
+        at += used;
+        let raw = block.get(at..at + len)?;
+        let text = if huffman {
+            huffman_digits(raw)?
+        } else {
+            raw.to_vec()
+        };
+        std::str::from_utf8(&text).ok()?.parse().ok()
+    }
+
+    /// One frame as read off the wire.
+    #[derive(Debug, Clone)]
+    pub struct RawFrame {
+        pub kind: u8,
+        pub flags: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    impl RawFrame {
+        fn unpadded(&self, extra_skip: usize) -> &[u8] {
+            let mut body = &self.payload[..];
+            let mut pad = 0;
+            if self.flags & h2frame::PADDED != 0 && !body.is_empty() {
+                pad = body[0] as usize;
+                body = &body[1..];
+            }
+            let body = body.get(extra_skip..).unwrap_or(&[]);
+            &body[..body.len().saturating_sub(pad)]
+        }
+
+        /// The header block fragment of a HEADERS frame.
+        pub fn header_block(&self) -> &[u8] {
+            let skip = if self.flags & h2frame::PRIORITY_FLAG != 0 {
+                5
+            } else {
+                0
+            };
+            self.unpadded(skip)
+        }
+
+        /// The payload of a DATA frame.
+        pub fn data(&self) -> &[u8] {
+            self.unpadded(0)
+        }
+
+        /// The error code of a RST_STREAM or GOAWAY frame.
+        pub fn error_code(&self) -> u32 {
+            let at = if self.kind == h2frame::GOAWAY { 4 } else { 0 };
+            self.payload
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(u32::MAX)
+        }
+
+        /// The last stream id of a GOAWAY frame.
+        pub fn last_stream_id(&self) -> u32 {
+            self.payload
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+                .unwrap_or(0)
+        }
+
+        pub fn end_stream(&self) -> bool {
+            matches!(self.kind, h2frame::DATA | h2frame::HEADERS)
+                && self.flags & h2frame::END_STREAM != 0
+        }
+    }
+
+    /// What reading from a raw connection produced.
+    #[derive(Debug)]
+    pub enum RawEvent {
+        Frame(RawFrame),
+        /// The proxy closed the connection (or it failed).
+        Closed,
+        TimedOut,
+    }
+
+    /// How one stream ended, as seen on the wire.
+    #[derive(Debug, Default)]
+    pub struct RawOutcome {
+        pub stream: u32,
+        /// The `:status` of each HEADERS block on the stream, when decodable.
+        pub statuses: Vec<Option<u16>>,
+        pub data: Vec<u8>,
+        pub end_stream: bool,
+        /// RST_STREAM error code.
+        pub reset: Option<u32>,
+        /// (last stream id, error code) of a GOAWAY.
+        pub goaway: Option<(u32, u32)>,
+        pub closed: bool,
+        pub timed_out: bool,
+    }
+
+    impl RawOutcome {
+        /// The status of the first HEADERS block.
+        pub fn status(&self) -> Option<u16> {
+            self.statuses.first().copied().flatten()
+        }
+
+        /// Refused the way the proxy must refuse a malformed request:
+        /// RST_STREAM(PROTOCOL_ERROR), a GOAWAY that does not cover the
+        /// stream or carries an error, or a 4xx status.
+        pub fn rejected(&self) -> bool {
+            self.reset == Some(h2code::PROTOCOL_ERROR)
+                || matches!(self.goaway, Some((last, code)) if code != h2code::NO_ERROR || last < self.stream)
+                || self.status().is_some_and(|s| (400..500).contains(&s))
+        }
+    }
+
+    /// An HTTP/2 connection to the proxy driven frame by frame.
+    pub struct RawH2 {
+        io: tokio_rustls::client::TlsStream<TcpStream>,
+        buf: Vec<u8>,
+        /// `localhost:<port>`, the authority the proxy's certificate names.
+        pub authority: String,
+        /// Acknowledge SETTINGS and PING frames as they arrive.
+        pub auto_ack: bool,
+    }
+
+    impl RawH2 {
+        /// TLS with ALPN h2, then the preface and an empty SETTINGS frame.
+        pub async fn connect(proxy: &TestProxy) -> RawH2 {
+            RawH2::connect_with_settings(proxy, &[]).await
+        }
+
+        /// TLS with ALPN h2, then the preface and SETTINGS with `settings`.
+        pub async fn connect_with_settings(proxy: &TestProxy, settings: &[(u16, u32)]) -> RawH2 {
+            let mut raw = RawH2::without_preface(proxy).await;
+            raw.write(H2_PREFACE).await;
+            raw.settings(settings).await;
+            raw
+        }
+
+        /// A TLS connection that negotiated h2 and has sent nothing yet.
+        pub async fn without_preface(proxy: &TestProxy) -> RawH2 {
+            let io = step("TLS handshake", proxy.tls(&[b"h2"])).await;
+            assert_eq!(io.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            RawH2 {
+                io,
+                buf: Vec::new(),
+                authority: format!("localhost:{}", proxy.addr.port()),
+                auto_ack: true,
+            }
+        }
+
+        /// The request pseudo-header fields for `path` on this connection.
+        pub fn request(&self, method: &str, path: &str) -> Vec<Field> {
+            request_fields(method, path, &self.authority)
+        }
+
+        /// Write bytes as they are. A write error (the proxy hung up) is
+        /// returned; reading shows what happened.
+        pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        }
+
+        /// Write bytes, ignoring a connection the proxy already closed.
+        pub async fn write(&mut self, bytes: &[u8]) {
+            let _ = self.try_write(bytes).await;
+        }
+
+        pub fn encode_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(9 + payload.len());
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+            out.push(kind);
+            out.push(flags);
+            out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+            out.extend_from_slice(payload);
+            out
+        }
+
+        pub async fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+            let bytes = RawH2::encode_frame(kind, flags, stream, payload);
+            self.write(&bytes).await;
+        }
+
+        pub async fn settings(&mut self, settings: &[(u16, u32)]) {
+            let mut payload = Vec::new();
+            for (id, value) in settings {
+                payload.extend_from_slice(&id.to_be_bytes());
+                payload.extend_from_slice(&value.to_be_bytes());
+            }
+            self.frame(h2frame::SETTINGS, 0, 0, &payload).await;
+        }
+
+        /// One HEADERS frame with END_HEADERS carrying `fields`.
+        pub async fn headers(&mut self, stream: u32, fields: &[Field], end_stream: bool) {
+            let flags = h2frame::END_HEADERS | if end_stream { h2frame::END_STREAM } else { 0 };
+            self.frame(h2frame::HEADERS, flags, stream, &hpack_literals(fields))
+                .await;
+        }
+
+        pub async fn data(&mut self, stream: u32, data: &[u8], end_stream: bool) {
+            let flags = if end_stream { h2frame::END_STREAM } else { 0 };
+            self.frame(h2frame::DATA, flags, stream, data).await;
+        }
+
+        pub async fn rst_stream(&mut self, stream: u32, code: u32) {
+            self.frame(h2frame::RST_STREAM, 0, stream, &code.to_be_bytes())
+                .await;
+        }
+
+        pub async fn window_update(&mut self, stream: u32, increment: u32) {
+            self.frame(h2frame::WINDOW_UPDATE, 0, stream, &increment.to_be_bytes())
+                .await;
+        }
+
+        /// The next frame within `wait`. SETTINGS and PING are acknowledged
+        /// as they arrive (when `auto_ack`) and still returned.
+        pub async fn next(&mut self, wait: Duration) -> RawEvent {
+            let deadline = Instant::now() + wait;
+            loop {
+                if self.buf.len() >= 9 {
+                    let len =
+                        u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
+                    if self.buf.len() >= 9 + len {
+                        let b = &self.buf;
+                        let frame = RawFrame {
+                            kind: b[3],
+                            flags: b[4],
+                            stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff,
+                            payload: b[9..9 + len].to_vec(),
+                        };
+                        self.buf.drain(..9 + len);
+                        if self.auto_ack && frame.flags & h2frame::ACK == 0 {
+                            if frame.kind == h2frame::SETTINGS {
+                                self.frame(h2frame::SETTINGS, h2frame::ACK, 0, &[]).await;
+                            } else if frame.kind == h2frame::PING {
+                                let payload = frame.payload.clone();
+                                self.frame(h2frame::PING, h2frame::ACK, 0, &payload).await;
+                            }
+                        }
+                        return RawEvent::Frame(frame);
+                    }
+                }
+                self.buf.reserve(16 * 1024);
+                match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
+                    Err(_) => return RawEvent::TimedOut,
+                    Ok(Ok(0)) | Ok(Err(_)) => return RawEvent::Closed,
+                    Ok(Ok(_)) => {}
+                }
+            }
+        }
+
+        /// Read until `stream` ends (END_STREAM or RST_STREAM) or the
+        /// connection does, within [`STEP_TIMEOUT`]. DATA is acknowledged
+        /// with WINDOW_UPDATEs so a long body is not stalled.
+        pub async fn outcome(&mut self, stream: u32) -> RawOutcome {
+            self.outcome_within(stream, STEP_TIMEOUT).await
+        }
+
+        pub async fn outcome_within(&mut self, stream: u32, wait: Duration) -> RawOutcome {
+            let deadline = Instant::now() + wait;
+            let mut out = RawOutcome {
+                stream,
+                ..RawOutcome::default()
+            };
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let frame = match self.next(left).await {
+                    RawEvent::Frame(frame) => frame,
+                    RawEvent::Closed => {
+                        out.closed = true;
+                        return out;
+                    }
+                    RawEvent::TimedOut => {
+                        out.timed_out = true;
+                        return out;
+                    }
+                };
+                match frame.kind {
+                    h2frame::GOAWAY => {
+                        let (last, code) = (frame.last_stream_id(), frame.error_code());
+                        out.goaway = Some((last, code));
+                        if code != h2code::NO_ERROR || last < stream {
+                            return out;
+                        }
+                    }
+                    h2frame::RST_STREAM if frame.stream == stream => {
+                        out.reset = Some(frame.error_code());
+                        return out;
+                    }
+                    h2frame::HEADERS if frame.stream == stream => {
+                        out.statuses.push(hpack_first_status(frame.header_block()));
+                        if frame.end_stream() {
+                            out.end_stream = true;
+                            return out;
+                        }
+                    }
+                    h2frame::DATA if frame.stream == stream => {
+                        out.data.extend_from_slice(frame.data());
+                        let len = frame.payload.len() as u32;
+                        if frame.end_stream() {
+                            out.end_stream = true;
+                            return out;
+                        }
+                        if len > 0 {
+                            self.window_update(0, len).await;
+                            self.window_update(stream, len).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        /// Read until a GOAWAY arrives or the connection closes, within
+        /// `wait`; returns every GOAWAY seen as (last stream id, code) and
+        /// whether the connection closed.
+        pub async fn until_goaway_or_close(&mut self, wait: Duration) -> (Vec<(u32, u32)>, bool) {
+            let deadline = Instant::now() + wait;
+            let mut goaways = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.next(left).await {
+                    RawEvent::Frame(frame) if frame.kind == h2frame::GOAWAY => {
+                        goaways.push((frame.last_stream_id(), frame.error_code()));
+                        return (goaways, false);
+                    }
+                    RawEvent::Frame(_) => {}
+                    RawEvent::Closed => return (goaways, true),
+                    RawEvent::TimedOut => return (goaways, false),
+                }
+            }
+        }
+    }
+
+    /// Send one fresh-connection request made of `fields` (plus an optional
+    /// body) and report how its stream ended.
+    pub async fn raw_h2_request(
+        proxy: &TestProxy,
+        fields: Vec<Field>,
+        body: Option<&[u8]>,
+    ) -> RawOutcome {
+        let mut raw = RawH2::connect(proxy).await;
+        raw.headers(1, &fields, body.is_none()).await;
+        if let Some(body) = body {
+            raw.data(1, body, true).await;
+        }
+        raw.outcome(1).await
+    }
+
+    /// Show bytes readably in assertion messages.
+    pub fn show(bytes: &[u8]) -> String {
+        bytes.escape_ascii().to_string()
+    }
+
+    // -----------------------------------------------------------------------
+    // HTTP/1.1 over TLS, byte for byte.
+
+    /// What came back on a raw HTTP/1.1 connection.
+    #[derive(Debug)]
+    pub struct RawReply {
+        pub bytes: Vec<u8>,
+        /// The proxy closed the connection (rather than the wait running out).
+        pub closed: bool,
+    }
+
+    impl RawReply {
+        /// The status code of the first response.
+        pub fn status(&self) -> Option<u16> {
+            let text = self.bytes.strip_prefix(b"HTTP/1.1 ")?;
+            std::str::from_utf8(text.get(..3)?).ok()?.parse().ok()
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.bytes).into_owned()
+        }
+    }
+
+    /// Write `request` over TLS with ALPN http/1.1 and read until the proxy
+    /// closes the connection or `wait` passes.
+    pub async fn h1_raw(proxy: &TestProxy, request: &[u8], wait: Duration) -> RawReply {
+        let mut tls = step("TLS handshake", proxy.tls(&[b"http/1.1"])).await;
+        let _ = tls.write_all(request).await;
+        let _ = tls.flush().await;
+        let deadline = Instant::now() + wait;
+        let mut bytes = Vec::new();
+        loop {
+            bytes.reserve(16 * 1024);
+            match tokio::time::timeout_at(deadline, tls.read_buf(&mut bytes)).await {
+                Err(_) => {
+                    return RawReply {
+                        bytes,
+                        closed: false,
+                    }
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return RawReply {
+                        bytes,
+                        closed: true,
+                    }
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // A raw origin.
+
+    /// What a raw origin does after reading one request.
+    #[derive(Debug, Clone)]
+    pub enum OriginStep {
+        /// Write these bytes.
+        Write(Vec<u8>),
+        /// Wait (a scripted delay, not synchronisation).
+        Pause(Duration),
+        /// Close the connection.
+        Close,
+        /// Say nothing more; keep the connection open and note when the
+        /// proxy closes it.
+        Hang,
+    }
+
+    impl OriginStep {
+        pub fn write(bytes: impl AsRef<[u8]>) -> OriginStep {
+            OriginStep::Write(bytes.as_ref().to_vec())
+        }
+    }
+
+    type Script = Arc<dyn Fn(usize) -> Vec<OriginStep> + Send + Sync>;
+
+    #[derive(Default)]
+    struct RawOriginState {
+        accepted: AtomicUsize,
+        /// Connections the proxy closed.
+        closed: AtomicUsize,
+        /// Request heads, in arrival order.
+        heads: Mutex<Vec<Vec<u8>>>,
+    }
+
+    /// An HTTP/1.1 origin on 127.0.0.1:0 that answers with scripted bytes:
+    /// the script gets the request's number (0, 1, ...) across connections.
+    /// After a script without `Close` or `Hang` the connection reads the
+    /// next request.
+    pub struct RawOrigin {
+        pub addr: SocketAddr,
+        state: Arc<RawOriginState>,
+        changed: watch::Sender<u64>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl RawOrigin {
+        pub async fn start(
+            script: impl Fn(usize) -> Vec<OriginStep> + Send + Sync + 'static,
+        ) -> RawOrigin {
+            RawOrigin::start_with(true, script).await
+        }
+
+        /// Like [`RawOrigin::start`], but the script runs as soon as the
+        /// request head is in, before any request body is read (an early
+        /// response to an upload).
+        pub async fn start_before_body(
+            script: impl Fn(usize) -> Vec<OriginStep> + Send + Sync + 'static,
+        ) -> RawOrigin {
+            RawOrigin::start_with(false, script).await
+        }
+
+        async fn start_with(
+            read_bodies: bool,
+            script: impl Fn(usize) -> Vec<OriginStep> + Send + Sync + 'static,
+        ) -> RawOrigin {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind raw origin");
+            let addr = listener.local_addr().expect("raw origin addr");
+            let state = Arc::new(RawOriginState::default());
+            let (changed, _) = watch::channel(0u64);
+            let script: Script = Arc::new(script);
+            let task = {
+                let state = state.clone();
+                let changed = changed.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        state.accepted.fetch_add(1, Ordering::SeqCst);
+                        changed.send_modify(|v| *v += 1);
+                        tokio::spawn(serve_raw(
+                            stream,
+                            state.clone(),
+                            changed.clone(),
+                            script.clone(),
+                            read_bodies,
+                        ));
+                    }
+                })
+            };
+            RawOrigin {
+                addr,
+                state,
+                changed,
+                task,
+            }
+        }
+
+        /// Answer every request with `response`, then close the connection.
+        pub async fn always(response: impl AsRef<[u8]>) -> RawOrigin {
+            let response = response.as_ref().to_vec();
+            RawOrigin::start(move |_| vec![OriginStep::Write(response.clone()), OriginStep::Close])
+                .await
+        }
+
+        pub fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        /// TCP connections accepted so far.
+        pub fn accepted(&self) -> usize {
+            self.state.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Connections the proxy has closed so far.
+        pub fn closed(&self) -> usize {
+            self.state.closed.load(Ordering::SeqCst)
+        }
+
+        /// Request heads received so far (request line and fields, raw).
+        pub fn heads(&self) -> Vec<Vec<u8>> {
+            self.state.heads.lock().unwrap().clone()
+        }
+
+        /// The request lines received so far.
+        pub fn request_lines(&self) -> Vec<Vec<u8>> {
+            self.heads()
+                .iter()
+                .map(|head| head.split(|&b| b == b'\r').next().unwrap_or(&[]).to_vec())
+                .collect()
+        }
+
+        /// Wait (within [`STEP_TIMEOUT`]) until `condition` holds.
+        pub async fn wait_until(&self, what: &str, condition: impl Fn(&RawOrigin) -> bool) {
+            let mut changes = self.changed.subscribe();
+            step(what, changes.wait_for(|_| condition(self)))
+                .await
+                .expect("raw origin alive");
+        }
+    }
+
+    impl Drop for RawOrigin {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    /// A field's value in a raw head, by case-insensitive name.
+    pub fn head_field(head: &[u8], name: &str) -> Vec<Vec<u8>> {
+        head.split(|&b| b == b'\n')
+            .skip(1)
+            .filter_map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let colon = line.iter().position(|&b| b == b':')?;
+                let (n, v) = line.split_at(colon);
+                n.eq_ignore_ascii_case(name.as_bytes())
+                    .then(|| v[1..].trim_ascii().to_vec())
+            })
+            .collect()
+    }
+
+    async fn serve_raw(
+        mut stream: TcpStream,
+        state: Arc<RawOriginState>,
+        changed: watch::Sender<u64>,
+        script: Script,
+        read_bodies: bool,
+    ) {
+        let mut buf: Vec<u8> = Vec::new();
+        let peer_closed = |state: &RawOriginState| {
+            state.closed.fetch_add(1, Ordering::SeqCst);
+            changed.send_modify(|v| *v += 1);
+        };
+        loop {
+            let head_end = loop {
+                if let Some(at) = find(&buf, b"\r\n\r\n") {
+                    break at + 4;
+                }
+                buf.reserve(8 * 1024);
+                match stream.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return peer_closed(&state),
+                    Ok(_) => {}
+                }
+            };
+            let head: Vec<u8> = buf.drain(..head_end).collect();
+            let index = {
+                let mut heads = state.heads.lock().unwrap();
+                heads.push(head.clone());
+                heads.len() - 1
+            };
+            changed.send_modify(|v| *v += 1);
+            // Read the request body, if it declares one.
+            let length = head_field(&head, "content-length")
+                .first()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok());
+            let chunked = head_field(&head, "transfer-encoding")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(b"chunked"));
+            if !read_bodies {
+                // Answer at once; whatever body follows is left unread.
+            } else if let Some(length) = length {
+                while buf.len() < length {
+                    match stream.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return peer_closed(&state),
+                        Ok(_) => {}
+                    }
+                }
+                buf.drain(..length);
+            } else if chunked {
+                loop {
+                    if buf.starts_with(b"0\r\n\r\n") {
+                        buf.drain(..5);
+                        break;
+                    }
+                    if let Some(at) = find(&buf, b"\r\n0\r\n\r\n") {
+                        buf.drain(..at + 7);
+                        break;
+                    }
+                    match stream.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return peer_closed(&state),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            for action in script(index) {
+                match action {
+                    OriginStep::Write(bytes) => {
+                        if stream.write_all(&bytes).await.is_err() {
+                            return peer_closed(&state);
+                        }
+                    }
+                    OriginStep::Pause(duration) => tokio::time::sleep(duration).await,
+                    OriginStep::Close => {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    OriginStep::Hang => loop {
+                        buf.reserve(8 * 1024);
+                        match stream.read_buf(&mut buf).await {
+                            Ok(0) | Err(_) => return peer_closed(&state),
+                            Ok(_) => {}
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// An origin URL on which nothing listens: connections are refused.
+    pub async fn refused_origin_url() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        format!("http://{addr}")
+    }
+
+    // -----------------------------------------------------------------------
+    // The h2 client, reporting errors.
+
+    /// A response as an h2 client received it, with how its body ended.
+    #[derive(Debug)]
+    pub struct H2Reply {
+        pub status: StatusCode,
+        pub headers: HeaderMap,
+        pub body: Bytes,
+        /// Why the body stopped before END_STREAM, if it did.
+        pub body_error: Option<h2::Error>,
+    }
+
+    impl H2Client {
+        /// Send a request (with an optional body) and collect the response,
+        /// returning a reset, GOAWAY or refused request as the error.
+        pub async fn try_exchange(
+            &mut self,
+            request: Request<()>,
+            body: Option<Bytes>,
+        ) -> Result<H2Reply, h2::Error> {
+            step("h2 exchange", async {
+                let mut send = self.send.clone().ready().await?;
+                let (response, mut stream) = send.send_request(request, body.is_none())?;
+                if let Some(body) = body {
+                    stream.send_data(body, true)?;
+                }
+                let response = response.await?;
+                let (head, mut recv) = response.into_parts();
+                let mut data = Vec::new();
+                let mut body_error = None;
+                while let Some(chunk) = recv.data().await {
+                    match chunk {
+                        Ok(chunk) => {
+                            let _ = recv.flow_control().release_capacity(chunk.len());
+                            data.extend_from_slice(&chunk);
+                        }
+                        Err(error) => {
+                            body_error = Some(error);
+                            break;
+                        }
+                    }
+                }
+                Ok(H2Reply {
+                    status: head.status,
+                    headers: head.headers,
+                    body: Bytes::from(data),
+                    body_error,
+                })
+            })
+            .await
+        }
+    }
+
+    /// Refused the way a malformed request must be: RST_STREAM
+    /// (PROTOCOL_ERROR), a GOAWAY, or a 4xx status.
+    pub fn h2_rejected(result: &Result<H2Reply, h2::Error>) -> bool {
+        match result {
+            Ok(reply) => reply.status.is_client_error(),
+            Err(error) => error.is_go_away() || error.reason() == Some(h2::Reason::PROTOCOL_ERROR),
+        }
+    }
+
+    /// A short description of an h2 result, for assertion messages.
+    pub fn describe(result: &Result<H2Reply, h2::Error>) -> String {
+        match result {
+            Ok(reply) => format!(
+                "status {} body {:?} body_error {:?}",
+                reply.status,
+                show(&reply.body),
+                reply.body_error.as_ref().map(|e| e.to_string())
+            ),
+            Err(error) => format!("error {error} (reason {:?})", error.reason()),
+        }
+    }
+}
