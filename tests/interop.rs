@@ -1290,3 +1290,102 @@ id  responseEnd requestStart  process code size request path
     );
     assert_eq!(stats[2].code, 404);
 }
+
+/// Puma with `--early-hints`, serving the Rack app in tests/fixtures/puma.
+async fn start_puma(puma: &Path, dir: &Path) -> (Running, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rackup = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/puma/config.ru");
+    let mut server = Running::spawn(
+        "puma",
+        Command::new(puma)
+            .arg("--early-hints")
+            .arg("-b")
+            .arg(format!("tcp://{addr}"))
+            .args(["-t", "1:4", "-w", "0", "-e", "test"])
+            .arg(rackup),
+        dir.join("puma.log"),
+    );
+    server.wait_listening(addr).await;
+    (server, addr)
+}
+
+#[tokio::test]
+async fn nghttp_sees_pushes_started_from_pumas_103_before_the_page() {
+    let puma = need!("puma", "puma");
+    let nghttp = need!("nghttp", "nghttp2-client");
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_puma, origin) = start_puma(&puma, dir.path()).await;
+        let proxy = TestProxy::start(&format!("http://{origin}"), "").await;
+        let base = format!("https://127.0.0.1:{}", proxy.addr.port());
+        let fetch = nghttp_nv(&nghttp, &base, "/", &[]).await;
+        let log = &fetch.log;
+        // Both links of the 103 were promised, before the final HEADERS,
+        // and the final response's repeat of a.css was not promised again.
+        assert_eq!(fetch.promised_paths(), set(&["/a.css", "/b.js"]), "{log}");
+        assert_eq!(fetch.promises().len(), 2, "{log}");
+        let response_at = fetch.response_index();
+        assert!(
+            fetch.promise_indices().iter().all(|at| *at < response_at),
+            "{log}"
+        );
+        // A push-capable client gets the pushes instead of the 103.
+        assert!(
+            !fetch
+                .frames
+                .iter()
+                .any(|f| f.recv && f.header(":status") == Some("103")),
+            "{log}"
+        );
+        for promise in fetch.promises() {
+            let (len, ended) = fetch.body_of(promise.stream);
+            assert!(ended && len > 0, "push {promise:?} incomplete:\n{log}");
+        }
+        assert_eq!(fetch.response().header(":status"), Some("200"), "{log}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nghttp_no_push_sees_pumas_103_with_rel_push_as_preload() {
+    let puma = need!("puma", "puma");
+    let nghttp = need!("nghttp", "nghttp2-client");
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_puma, origin) = start_puma(&puma, dir.path()).await;
+        let proxy = TestProxy::start(&format!("http://{origin}"), "").await;
+        let base = format!("https://127.0.0.1:{}", proxy.addr.port());
+        let fetch = nghttp_nv(&nghttp, &base, "/", &["--no-push"]).await;
+        let log = &fetch.log;
+        assert!(fetch.promises().is_empty(), "{log}");
+        let hints: Vec<usize> = (0..fetch.frames.len())
+            .filter(|&i| {
+                let f = &fetch.frames[i];
+                f.is(true, "HEADERS")
+                    && f.stream == fetch.parent
+                    && f.header(":status") == Some("103")
+            })
+            .collect();
+        assert!(!hints.is_empty(), "no 103 received:\n{log}");
+        assert!(hints.iter().all(|at| *at < fetch.response_index()), "{log}");
+        let hinted: Vec<String> = hints
+            .iter()
+            .flat_map(|at| fetch.frames[*at].all("link"))
+            .collect();
+        assert_eq!(
+            hinted,
+            strings(&[
+                "</a.css>; rel=preload; as=style",
+                "</b.js>; rel=preload; as=script"
+            ]),
+            "{log}"
+        );
+        assert_eq!(
+            fetch.links(),
+            strings(&["</a.css>; rel=preload; as=style"]),
+            "{log}"
+        );
+    })
+    .await;
+}
