@@ -145,6 +145,9 @@ pub struct PushSettings {
     pub cache_digest: bool,
     /// The name of that cookie.
     pub cache_digest_cookie: String,
+    /// How long an asset's last seen validator is trusted when checking
+    /// the digest before a push.
+    pub cache_digest_validator_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +245,7 @@ impl Default for PushSettings {
             dry_run: false,
             cache_digest: false,
             cache_digest_cookie: "lp_digest".to_string(),
+            cache_digest_validator_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -482,6 +486,7 @@ struct RawPush {
     dry_run: Option<bool>,
     cache_digest: Option<bool>,
     cache_digest_cookie: Option<String>,
+    cache_digest_validator_ttl: Option<Loose>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -659,6 +664,7 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     set!(push.dry_run => push.dry_run, Ok);
     set!(push.cache_digest => push.cache_digest, Ok);
     set!(push.cache_digest_cookie => push.cache_digest_cookie, cookie_name);
+    set!(push.cache_digest_validator_ttl => push.cache_digest_validator_ttl, duration);
     for (i, name) in raw.push.forward_headers.into_iter().flatten().enumerate() {
         let key = format!("push.forward_headers[{i}]");
         push.forward_headers

@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod digest;
 pub mod error;
 pub mod frontend;
 pub mod hints;

@@ -510,6 +510,23 @@ pub async fn forward(
     (result, started.elapsed())
 }
 
+/// Remember the validator of a successful GET response, for cache digests.
+pub fn record_validator(
+    validators: Option<&crate::digest::Validators>,
+    target: &Target,
+    head: &http::response::Parts,
+) {
+    let Some(validators) = validators else {
+        return;
+    };
+    if target.method != Method::GET || !matches!(head.status.as_u16(), 200 | 304) {
+        return;
+    }
+    if let Some(validator) = crate::digest::validator(&head.headers) {
+        validators.record(&target.authority, &target.path_and_query, validator);
+    }
+}
+
 /// The response's `Link` field lines, as text. A line that is not valid
 /// UTF-8 is left out of the policy (and forwarded untouched).
 pub fn link_lines(headers: &HeaderMap) -> Vec<String> {

@@ -76,6 +76,19 @@ pub struct Facts<'a> {
     /// 103 for an early-hints response, otherwise the final status.
     pub status: u16,
     pub client: ClientPush,
+    /// Whether the client is known to hold a path already (its cache
+    /// digest says so); `None` when cache digests are off.
+    pub cached: Option<CachedCheck<'a>>,
+}
+
+/// Asks whether the client already holds a same-origin path.
+#[derive(Clone, Copy)]
+pub struct CachedCheck<'a>(pub &'a (dyn Fn(&str) -> bool + Sync));
+
+impl fmt::Debug for CachedCheck<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CachedCheck")
+    }
 }
 
 /// What happens to one link.
@@ -122,6 +135,8 @@ pub enum Reason {
     SelfRef,
     CredentialedDestination,
     Anchor,
+    /// The client's cache digest says it holds the resource already.
+    Cached,
 }
 
 impl Reason {
@@ -142,11 +157,12 @@ impl Reason {
             Reason::SelfRef => "self",
             Reason::CredentialedDestination => "credentialed-destination",
             Reason::Anchor => "anchor",
+            Reason::Cached => "cached",
         }
     }
 
     /// Every reason, in rule order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::NoPush,
         Reason::Anchor,
         Reason::NotEligibleMethod,
@@ -158,6 +174,7 @@ impl Reason {
         Reason::Http1Client,
         Reason::ClientDisabled,
         Reason::HintOnly,
+        Reason::Cached,
         Reason::Duplicate,
         Reason::Limit,
         Reason::Pushed,
@@ -637,6 +654,9 @@ pub fn decide(
                 if !has_push && policy.preload == PreloadMode::HintOnly {
                     break 'rules Reason::HintOnly;
                 }
+                if facts.cached.is_some_and(|cached| (cached.0)(resolved)) {
+                    break 'rules Reason::Cached;
+                }
                 if state.promised(resolved) {
                     already_pushed = true;
                     break 'rules Reason::Duplicate;
@@ -661,6 +681,9 @@ pub fn decide(
             let pushed = reason == Reason::Pushed;
             let action = if pushed && !policy.dry_run {
                 Action::Push
+            } else if reason == Reason::Cached && has_push {
+                // The client holds it: neither a push nor a preload.
+                Action::Drop
             } else if already_pushed {
                 Action::AlreadyPushed
             } else if has_push {
@@ -735,6 +758,7 @@ mod tests {
             path_and_query: "/index.html",
             status: 200,
             client: ENABLED,
+            cached: None,
         }
     }
 
@@ -768,7 +792,7 @@ mod tests {
     fn f_none(_: &mut Facts<'static>) {}
     fn prep_none(_: &mut Diary, _: &mut ResponseState) {}
 
-    use Action::{AlreadyPushed, Keep, Push, Rewrite};
+    use Action::{AlreadyPushed, Drop, Keep, Push, Rewrite};
     use Reason::*;
 
     #[rustfmt::skip]
@@ -832,6 +856,10 @@ mod tests {
             Row { name: "hint-only preload", policy: |p| p.preload = PreloadMode::HintOnly, ..r("", "</a.css>; rel=preload", &[(Keep, HintOnly)]) },
             Row { name: "hint-only push", policy: |p| p.preload = PreloadMode::HintOnly, ..r("", "</a.css>; rel=push, </b.css>; rel=\"preload push\"", &[(Push, Pushed), (Push, Pushed)]) },
             Row { name: "hint-only modulepreload", policy: |p| { p.preload = PreloadMode::HintOnly; p.allow_credentialed = true }, ..r("", "</m.js>; rel=modulepreload", &[(Keep, HintOnly)]) },
+            // 10. the client's cache digest
+            Row { name: "cached preload kept", facts: |f| f.cached = Some(CachedCheck(&|p: &str| p == "/a.css")), ..r("", "</a.css>; rel=preload, </b.css>; rel=preload", &[(Keep, Cached), (Push, Pushed)]) },
+            Row { name: "cached push dropped", facts: |f| f.cached = Some(CachedCheck(&|p: &str| p == "/a.css")), ..r("", "</a.css>; rel=push", &[(Drop, Cached)]) },
+            Row { name: "cache digest does not matter to clients without push", facts: |f| { f.cached = Some(CachedCheck(&|_: &str| true)); f.client = ClientPush::Disabled }, ..r("", "</a.css>; rel=push", &[(Rewrite, ClientDisabled)]) },
             // 10. duplicates
             r("duplicate in line", "</a.css>; rel=preload, <a.css>; rel=push, </a.css#x>; rel=preload", &[(Push, Pushed), (AlreadyPushed, Duplicate), (AlreadyPushed, Duplicate)]),
             Row { name: "duplicate in diary (requested)", prep: |d, _| d.record_requested("example.com", "/a.css"), ..r("", "</a.css>; rel=preload", &[(Keep, Duplicate)]) },
@@ -898,6 +926,7 @@ mod tests {
                 "http1-client",
                 "client-disabled",
                 "hint-only",
+                "cached",
                 "duplicate",
                 "limit",
                 "pushed",

@@ -77,6 +77,8 @@ pub struct Shared {
     pub policy: push::Policy,
     /// Learned early hints, when `[hints] learn` is on.
     pub learned: Option<crate::hints::LearnedHints>,
+    /// Validators of assets seen, when `[push] cache_digest` is on.
+    pub validators: Option<crate::digest::Validators>,
 }
 
 /// Run the proxy on already-bound listeners until `shutdown` completes, then
@@ -105,6 +107,10 @@ pub async fn run(
             .hints
             .learn
             .then(|| crate::hints::LearnedHints::new(&config.hints)),
+        validators: config
+            .push
+            .cache_digest
+            .then(|| crate::digest::Validators::new(config.push.cache_digest_validator_ttl)),
         metrics: metrics.clone(),
         shutdown: CancellationToken::new(),
         config: config.clone(),

@@ -129,6 +129,7 @@ async fn handle(
             return fail(log, &error);
         }
     };
+    proxy::record_validator(shared.validators.as_ref(), &target, &head);
     if let Some(learned) = &shared.learned {
         let key = learned.key(&target.authority, &target.path_and_query);
         learned.apply(
@@ -145,6 +146,7 @@ async fn handle(
             path_and_query: &target.path_and_query,
             status: head.status.as_u16(),
             client: ClientPush::Http1,
+            cached: None,
         };
         let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         // HTTP/1.1 never pushes, so a throwaway diary is enough.

@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use super::sniff::{PeerSettings, Sniffed};
 use super::{CappedBody, H2Body};
+use crate::digest::{self, CacheDigest};
 use crate::error::ProxyError;
 use crate::hints;
 use crate::link::{parse_field, serialize_field, Element};
@@ -41,6 +42,9 @@ struct Conn {
     peer: Arc<PeerSettings>,
     /// URLs pushed to, or requested by, this client (per-connection memo).
     diary: Mutex<Diary>,
+    /// What this browser holds, from its cache-digest cookie plus what was
+    /// pushed on this connection (when `[push] cache_digest` is on).
+    digest: Arc<Mutex<CacheDigest>>,
     /// Pushed streams currently open, kept under the client's
     /// SETTINGS_MAX_CONCURRENT_STREAMS.
     pushes_in_flight: Arc<AtomicU32>,
@@ -118,6 +122,7 @@ where
         };
     let conn = Arc::new(Conn {
         diary: Mutex::new(Diary::new(config.push.diary_size)),
+        digest: Arc::new(Mutex::new(CacheDigest::new())),
         ctx,
         shared: shared.clone(),
         peer,
@@ -419,6 +424,14 @@ async fn handle_request(
     if let Ok(mut diary) = conn.diary.lock() {
         diary.record_requested(&target.authority, &target.path_and_query);
     }
+    if config.push.cache_digest {
+        let cookie = &config.push.cache_digest_cookie;
+        if let Some(sent) = digest::from_cookies(&parts.headers, cookie) {
+            if let Ok(mut held) = conn.digest.lock() {
+                held.merge(&sent);
+            }
+        }
+    }
     let mut session = PushSession::new(conn, &target, &parts.headers);
 
     // Learned hints go out before the origin has even seen the request.
@@ -501,6 +514,7 @@ async fn handle_request(
             return;
         }
     };
+    proxy::record_validator(shared.validators.as_ref(), &target, &head);
     // Learn from the origin's own Link field, before it is rewritten.
     if let (Some(learned), Some(key)) = (&shared.learned, learn_key) {
         learned.apply(
@@ -688,6 +702,20 @@ impl<'a> PushSession<'a> {
         let conn = self.conn;
         let shared = &conn.shared;
         let target = self.target;
+        // What the client's cache digest says it holds, by the validators
+        // last seen for each asset.
+        let held = match &shared.validators {
+            Some(_) => conn.digest.lock().ok().map(|d| d.clone()),
+            None => None,
+        };
+        let holds = |path: &str| {
+            let (Some(validators), Some(held)) = (&shared.validators, &held) else {
+                return false;
+            };
+            validators
+                .fresh(&target.authority, path)
+                .is_some_and(|v| held.contains(digest::key(&target.authority, path, &v)))
+        };
         let facts = push::Facts {
             method: &target.method,
             scheme: conn.ctx.scheme(),
@@ -695,6 +723,7 @@ impl<'a> PushSession<'a> {
             path_and_query: &target.path_and_query,
             status,
             client: conn.client_push(),
+            cached: held.as_ref().map(|_| push::CachedCheck(&holds)),
         };
         let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let mut plan = {
@@ -733,13 +762,19 @@ impl<'a> PushSession<'a> {
                     let ctx = conn.ctx.clone();
                     let shared = shared.clone();
                     let budget = self.budget.clone();
+                    let digest = conn.digest.clone();
                     let authority = target.authority.clone();
                     let span = tracing::debug_span!("push", path = %path);
                     tokio::spawn(
                         async move {
                             let _slot = slot;
-                            run_push(&shared, &ctx, stream, authority, path, headers, &budget)
-                                .await;
+                            let push = Push {
+                                stream,
+                                authority,
+                                path,
+                                headers,
+                            };
+                            run_push(&shared, &ctx, push, &budget, &digest).await;
                         }
                         .instrument(span),
                     );
@@ -823,18 +858,31 @@ const COPIED_TO_PUSH: [HeaderName; 4] = [
     header::CACHE_CONTROL,
 ];
 
+/// One promised resource, handed to its push task.
+struct Push {
+    stream: SendPushedResponse<Bytes>,
+    authority: String,
+    path: String,
+    /// The promised request's header fields.
+    headers: HeaderMap,
+}
+
 /// Fetch a promised resource from the origin and stream it on the pushed
 /// stream. Any failure resets that stream only; the parent never notices.
 async fn run_push(
     shared: &Arc<Shared>,
     ctx: &ConnContext,
-    mut stream: SendPushedResponse<Bytes>,
-    authority: String,
-    path: String,
-    headers: HeaderMap,
+    push: Push,
     budget: &Budget,
+    held: &Mutex<CacheDigest>,
 ) {
     let started = Instant::now();
+    let Push {
+        mut stream,
+        authority,
+        path,
+        headers,
+    } = push;
     let target = Target {
         method: Method::GET,
         authority,
@@ -922,6 +970,24 @@ async fn run_push(
             return;
         }
     }
+    proxy::record_validator(shared.validators.as_ref(), &target, &head);
+    if shared.config.push.cache_digest {
+        if let Some(cookie) = digest_cookie(shared, &target, &head.headers, held) {
+            head.headers.append(header::SET_COOKIE, cookie);
+        } else if digest::validator(&head.headers).is_some() {
+            // The browser holds exactly this version already.
+            stream.send_reset(Reason::CANCEL);
+            shared.metrics.push_cancelled();
+            let status = head.status.as_u16();
+            log(
+                status,
+                0,
+                Some(origin_time),
+                Some("client holds it (cache digest)"),
+            );
+            return;
+        }
+    }
     head.headers
         .insert("x-http2-push", HeaderValue::from_static("1"));
     let status = head.status.as_u16();
@@ -954,6 +1020,25 @@ async fn run_push(
             log(status, 0, Some(origin_time), Some(&error.describe()));
         }
     }
+}
+
+/// Add a pushed response to the connection's cache digest and return the
+/// `Set-Cookie` value that hands the grown digest to the browser; `None`
+/// when the response has no validator or the digest already holds it.
+fn digest_cookie(
+    shared: &Shared,
+    target: &Target,
+    headers: &HeaderMap,
+    held: &Mutex<CacheDigest>,
+) -> Option<HeaderValue> {
+    let validator = digest::validator(headers)?;
+    let key = digest::key(&target.authority, &target.path_and_query, validator);
+    let mut held = held.lock().ok()?;
+    if !held.insert(key) {
+        return None;
+    }
+    let cookie = digest::set_cookie(&shared.config.push.cache_digest_cookie, &held);
+    HeaderValue::from_str(&cookie).ok()
 }
 
 /// A pushed response is only worth sending when a browser could use it from
