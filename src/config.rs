@@ -81,6 +81,8 @@ pub struct OriginConfig {
 pub struct Timeouts {
     pub origin_connect: Duration,
     pub origin_response_header: Duration,
+    /// Longest wait for the next bytes of an origin's response body.
+    pub origin_read: Duration,
     pub client_idle: Duration,
     pub client_header_read: Duration,
     pub tls_handshake: Duration,
@@ -192,6 +194,7 @@ impl Default for Timeouts {
         Timeouts {
             origin_connect: Duration::from_secs(5),
             origin_response_header: Duration::from_secs(60),
+            origin_read: Duration::from_secs(60),
             client_idle: Duration::from_secs(180),
             client_header_read: Duration::from_secs(30),
             tls_handshake: Duration::from_secs(10),
@@ -435,6 +438,7 @@ struct RawOrigin {
 struct RawTimeouts {
     origin_connect: Option<Loose>,
     origin_response_header: Option<Loose>,
+    origin_read: Option<Loose>,
     client_idle: Option<Loose>,
     client_header_read: Option<Loose>,
     tls_handshake: Option<Loose>,
@@ -596,6 +600,7 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     let mut timeouts = Timeouts::default();
     set!(timeouts.origin_connect => timeouts.origin_connect, positive_duration);
     set!(timeouts.origin_response_header => timeouts.origin_response_header, positive_duration);
+    set!(timeouts.origin_read => timeouts.origin_read, positive_duration);
     set!(timeouts.client_idle => timeouts.client_idle, positive_duration);
     set!(timeouts.client_header_read => timeouts.client_header_read, positive_duration);
     set!(timeouts.tls_handshake => timeouts.tls_handshake, positive_duration);

@@ -385,6 +385,39 @@ pub fn clean_response(parts: &mut http::response::Parts) -> Result<(), ProxyErro
             "origin switched protocols unasked".into(),
         ));
     }
+    // RFC 9112 §6.3: a transfer coding list must end in chunked, or the body
+    // runs to the connection's close, which a proxy cannot tell from a
+    // truncation.
+    let codings: Vec<String> = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && codings.last().map(String::as_str) != Some("chunked")
+    {
+        return Err(ProxyError::OriginProtocol(
+            "origin transfer-encoding does not end in chunked".into(),
+        ));
+    }
+    // RFC 9110 §15.3.5: a 204 has no content; one that declares some is
+    // framed in a way no client can agree on.
+    if parts.status == StatusCode::NO_CONTENT {
+        let declares_body = !codings.is_empty()
+            || parts
+                .headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .any(|v| v.as_bytes() != b"0");
+        if declares_body {
+            return Err(ProxyError::OriginProtocol(
+                "origin sent a 204 that declares a body".into(),
+            ));
+        }
+    }
     let listed = connection_listed(&parts.headers);
     // hyper already decoded the chunked framing; a Content-Length sent beside
     // Transfer-Encoding is meaningless (RFC 9112 §6.3) and must not reach an

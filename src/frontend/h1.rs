@@ -5,6 +5,7 @@
 //! "HTTP/1.1 client" as a fact: every `rel=push` link becomes a preload.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::CappedBody;
-use crate::error::ProxyError;
+use crate::error::{BoxError, ProxyError};
 use crate::hints;
 use crate::proxy::{self, AccessRecord, ConnContext};
 use crate::push::{self, ClientPush, ResponseState};
@@ -197,6 +198,10 @@ pin_project_lite::pin_project! {
         bytes: u64,
         ended: bool,
         log: Option<OwnedAccess>,
+        // Runs only while the origin owes the next bytes, so a slow client
+        // (which simply polls late) never trips it.
+        read_timeout: Duration,
+        stall: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 
     impl<B> PinnedDrop for Logged<B> {
@@ -216,12 +221,19 @@ impl<B: Body> Logged<B> {
     fn new(inner: B, log: OwnedAccess) -> Self {
         Logged {
             ended: inner.is_end_stream(),
+            read_timeout: log.shared.config.timeouts.origin_read,
             inner,
             bytes: 0,
             log: Some(log),
+            stall: None,
         }
     }
 }
+
+/// The origin sent no body bytes for `timeouts.origin_read`.
+#[derive(Debug, thiserror::Error)]
+#[error("origin body stalled for {0:?}")]
+pub struct OriginStalled(Duration);
 
 fn emit(log: &OwnedAccess, bytes: u64) {
     log.shared
@@ -246,17 +258,33 @@ fn emit(log: &OwnedAccess, bytes: u64) {
 impl<B> Body for Logged<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let polled = match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                let timeout = *this.read_timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *this.stall = None;
+                Poll::Ready(Some(Err(OriginStalled(timeout).into())))
+            }
+            Poll::Ready(ready) => {
+                *this.stall = None;
+                Poll::Ready(ready.map(|frame| frame.map_err(Into::into)))
+            }
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

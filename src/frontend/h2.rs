@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use super::sniff::{PeerSettings, Sniffed};
 use super::{CappedBody, H2Body};
+use crate::config::Timeouts;
 use crate::digest::{self, CacheDigest};
 use crate::error::ProxyError;
 use crate::hints;
@@ -203,6 +204,8 @@ enum SendError {
     Stalled,
     /// The push byte budget for the parent response ran out.
     Budget,
+    /// The origin sent no body bytes for `timeouts.origin_read`.
+    OriginStalled,
 }
 
 impl SendError {
@@ -213,6 +216,7 @@ impl SendError {
             SendError::Stream(error) => format!("stream write failed: {error}"),
             SendError::Stalled => "client granted no flow-control window in time".to_string(),
             SendError::Budget => "push byte budget exhausted".to_string(),
+            SendError::OriginStalled => "origin body stalled".to_string(),
         }
     }
 }
@@ -240,13 +244,20 @@ impl Budget {
 async fn send_body(
     send: &mut SendStream<Bytes>,
     mut body: Incoming,
-    stall_limit: Duration,
+    limits: &Timeouts,
     budget: Option<&Budget>,
 ) -> Result<u64, SendError> {
+    let stall_limit = limits.client_idle;
     let mut sent = 0u64;
     loop {
         let frame = tokio::select! {
-            frame = body.frame() => frame,
+            frame = tokio::time::timeout(limits.origin_read, body.frame()) => match frame {
+                Ok(frame) => frame,
+                Err(_) => {
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return Err(SendError::OriginStalled);
+                }
+            },
             reason = poll_fn(|cx| send.poll_reset(cx)) => {
                 return Err(match reason {
                     Ok(reason) => SendError::ClientReset(reason),
@@ -538,10 +549,10 @@ async fn handle_request(
     let (bytes, error) = if end_stream {
         (0, None)
     } else {
-        match send_body(&mut send, body, config.timeouts.client_idle, None).await {
+        match send_body(&mut send, body, &config.timeouts, None).await {
             Ok(bytes) => (bytes, None),
             Err(error) => {
-                if let SendError::Origin(_) = error {
+                if let SendError::Origin(_) | SendError::OriginStalled = error {
                     tracing::warn!(conn = conn.ctx.id, path = %target.path_and_query, cause = %error.describe(), "origin body failed; stream reset");
                     shared.metrics.origin_body_error();
                 }
@@ -1003,14 +1014,7 @@ async fn run_push(
         log(status, 0, Some(origin_time), None);
         return;
     }
-    match send_body(
-        &mut send,
-        body,
-        shared.config.timeouts.client_idle,
-        Some(budget),
-    )
-    .await
-    {
+    match send_body(&mut send, body, &shared.config.timeouts, Some(budget)).await {
         Ok(bytes) => {
             shared.metrics.pushed_bytes(bytes);
             log(status, bytes, Some(origin_time), None);

@@ -1181,6 +1181,26 @@ pub mod wire {
             }
         }
 
+        /// Read until the proxy's SETTINGS has arrived (and been
+        /// acknowledged) and ours has been acknowledged: after this no
+        /// automatic acknowledgement interrupts what the test writes.
+        pub async fn settle(&mut self) {
+            let (mut theirs, mut ours) = (false, false);
+            while !(theirs && ours) {
+                match self.next(STEP_TIMEOUT).await {
+                    RawEvent::Frame(frame) if frame.kind == h2frame::SETTINGS => {
+                        if frame.flags & h2frame::ACK != 0 {
+                            ours = true;
+                        } else {
+                            theirs = true;
+                        }
+                    }
+                    RawEvent::Frame(_) => {}
+                    other => panic!("HTTP/2 handshake did not settle: {other:?}"),
+                }
+            }
+        }
+
         /// Read until `stream` ends (END_STREAM or RST_STREAM) or the
         /// connection does, within [`STEP_TIMEOUT`]. DATA is acknowledged
         /// with WINDOW_UPDATEs so a long body is not stalled.
