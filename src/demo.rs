@@ -3,14 +3,10 @@
 //! their stylesheet, script and images in `Link` headers; one link uses
 //! `rel=push`, one `nopush`, and one is a font that must not be pushed.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -90,21 +86,5 @@ fn respond(request: &Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// Serve the sample site on `listener` until `shutdown` is cancelled.
 pub async fn serve_sample_origin(listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        tokio::spawn(async move {
-            let service = service_fn(|request: Request<Incoming>| async move {
-                Ok::<_, Infallible>(respond(&request))
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    crate::server::serve_simple(listener, shutdown, respond).await;
 }

@@ -2,18 +2,14 @@
 //!
 //! Every counter is a relaxed atomic: the hot path never takes a lock.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -177,196 +173,195 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter(
-            &mut out,
+        let mut out = Exposition(String::with_capacity(4096));
+        out.family(
             "linkpush_connections_total",
+            "counter",
             "Client connections accepted.",
+        );
+        out.sample(
+            "linkpush_connections_total",
+            "",
             get(&self.connections_total),
         );
-        let _ = writeln!(
-            out,
-            "# HELP linkpush_connections_open Client connections open now."
+        out.family(
+            "linkpush_connections_open",
+            "gauge",
+            "Client connections open now.",
         );
-        let _ = writeln!(out, "# TYPE linkpush_connections_open gauge");
-        let _ = writeln!(
-            out,
-            "linkpush_connections_open {}",
-            self.connections_open.load(Ordering::Relaxed)
-        );
-        counter(
-            &mut out,
+        let open = self.connections_open.load(Ordering::Relaxed).max(0) as u64;
+        out.sample("linkpush_connections_open", "", open);
+        out.family(
             "linkpush_tls_handshake_failures_total",
+            "counter",
             "TLS handshakes that failed or timed out.",
+        );
+        out.sample(
+            "linkpush_tls_handshake_failures_total",
+            "",
             get(&self.tls_failures),
         );
-        let _ = writeln!(out, "# HELP linkpush_requests_total Requests answered, by client protocol and status class.");
-        let _ = writeln!(out, "# TYPE linkpush_requests_total counter");
+        out.family(
+            "linkpush_requests_total",
+            "counter",
+            "Requests answered, by client protocol and status class.",
+        );
         for (p, protocol) in PROTOCOLS.iter().enumerate() {
             for (c, class) in CLASSES.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "linkpush_requests_total{{protocol=\"{}\",class=\"{class}\"}} {}",
-                    protocol.as_str(),
-                    get(&self.requests[p][c])
+                let labels = format!("protocol=\"{}\",class=\"{class}\"", protocol.as_str());
+                out.sample(
+                    "linkpush_requests_total",
+                    &labels,
+                    get(&self.requests[p][c]),
                 );
             }
         }
-        counter(
-            &mut out,
+        out.family(
             "linkpush_response_bytes_total",
+            "counter",
             "Response body bytes sent to clients (pushes excluded).",
+        );
+        out.sample(
+            "linkpush_response_bytes_total",
+            "",
             get(&self.response_bytes),
         );
-        let _ = writeln!(out, "# HELP linkpush_request_duration_seconds Time from request to the end of the response.");
-        let _ = writeln!(out, "# TYPE linkpush_request_duration_seconds histogram");
+        out.family(
+            "linkpush_request_duration_seconds",
+            "histogram",
+            "Time from request to the end of the response.",
+        );
         let mut cumulative = 0;
         for (bound, bucket) in BUCKETS.iter().zip(&self.duration_buckets) {
             cumulative += get(bucket);
-            let _ = writeln!(
-                out,
-                "linkpush_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            let labels = format!("le=\"{bound}\"");
+            out.sample(
+                "linkpush_request_duration_seconds_bucket",
+                &labels,
+                cumulative,
             );
         }
         let count = get(&self.duration_count);
-        let _ = writeln!(
-            out,
-            "linkpush_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        out.sample(
+            "linkpush_request_duration_seconds_bucket",
+            "le=\"+Inf\"",
+            count,
         );
-        let _ = writeln!(
-            out,
-            "linkpush_request_duration_seconds_sum {}",
-            get(&self.duration_sum_micros) as f64 / 1e6
+        let sum = get(&self.duration_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out.0, "linkpush_request_duration_seconds_sum {sum}");
+        out.sample("linkpush_request_duration_seconds_count", "", count);
+        out.family(
+            "linkpush_origin_errors_total",
+            "counter",
+            "Origin failures, by kind.",
         );
-        let _ = writeln!(out, "linkpush_request_duration_seconds_count {count}");
-        let _ = writeln!(
-            out,
-            "# HELP linkpush_origin_errors_total Origin failures, by kind."
-        );
-        let _ = writeln!(out, "# TYPE linkpush_origin_errors_total counter");
         for (kind, value) in [
             ("connect", &self.origin_connect_errors),
             ("timeout", &self.origin_timeouts),
             ("protocol", &self.origin_protocol_errors),
             ("body", &self.origin_body_errors),
         ] {
-            let _ = writeln!(
-                out,
-                "linkpush_origin_errors_total{{kind=\"{kind}\"}} {}",
-                get(value)
-            );
+            let labels = format!("kind=\"{kind}\"");
+            out.sample("linkpush_origin_errors_total", &labels, get(value));
         }
-        counter(
-            &mut out,
-            "linkpush_client_errors_total",
-            "Requests rejected as invalid.",
-            get(&self.client_errors),
+        for (name, help, value) in [
+            (
+                "linkpush_client_errors_total",
+                "Requests rejected as invalid.",
+                &self.client_errors,
+            ),
+            (
+                "linkpush_client_resets_total",
+                "Streams the client reset before the response.",
+                &self.client_resets,
+            ),
+            (
+                "linkpush_push_promises_total",
+                "PUSH_PROMISE frames sent.",
+                &self.push_promises,
+            ),
+            (
+                "linkpush_pushed_bytes_total",
+                "Body bytes sent on pushed streams.",
+                &self.pushed_bytes,
+            ),
+            (
+                "linkpush_pushes_cancelled_total",
+                "Pushed streams reset (origin error, client cancel, budget, cache digest).",
+                &self.pushes_cancelled,
+            ),
+            (
+                "linkpush_early_hints_sent_total",
+                "103 Early Hints responses sent.",
+                &self.hints_sent,
+            ),
+            (
+                "linkpush_learned_pushes_total",
+                "Pushes started from learned hints.",
+                &self.learned_pushes,
+            ),
+        ] {
+            out.family(name, "counter", help);
+            out.sample(name, "", get(value));
+        }
+        out.family(
+            "linkpush_push_decisions_total",
+            "counter",
+            "Link decisions, by reason code.",
         );
-        counter(
-            &mut out,
-            "linkpush_client_resets_total",
-            "Streams the client reset before the response.",
-            get(&self.client_resets),
-        );
-        counter(
-            &mut out,
-            "linkpush_push_promises_total",
-            "PUSH_PROMISE frames sent.",
-            get(&self.push_promises),
-        );
-        counter(
-            &mut out,
-            "linkpush_pushed_bytes_total",
-            "Body bytes sent on pushed streams.",
-            get(&self.pushed_bytes),
-        );
-        counter(
-            &mut out,
-            "linkpush_pushes_cancelled_total",
-            "Pushed streams reset (origin error, client cancel, budget).",
-            get(&self.pushes_cancelled),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP linkpush_push_decisions_total Link decisions, by reason code."
-        );
-        let _ = writeln!(out, "# TYPE linkpush_push_decisions_total counter");
         for (reason, value) in REASONS.iter().zip(&self.push_decisions) {
-            let _ = writeln!(
-                out,
-                "linkpush_push_decisions_total{{reason=\"{reason}\"}} {}",
-                get(value)
-            );
+            let labels = format!("reason=\"{reason}\"");
+            out.sample("linkpush_push_decisions_total", &labels, get(value));
         }
-        counter(
-            &mut out,
-            "linkpush_early_hints_sent_total",
-            "103 Early Hints responses sent.",
-            get(&self.hints_sent),
+        out.family(
+            "linkpush_learned_push_outcomes_total",
+            "counter",
+            "Learned pushes the final response named (confirmed) or not (wasted).",
         );
-        counter(
-            &mut out,
-            "linkpush_learned_pushes_total",
-            "Pushes started from learned hints.",
-            get(&self.learned_pushes),
-        );
-        let _ = writeln!(out, "# HELP linkpush_learned_push_outcomes_total Learned pushes the final response named (confirmed) or not (wasted).");
-        let _ = writeln!(out, "# TYPE linkpush_learned_push_outcomes_total counter");
-        let _ = writeln!(
-            out,
-            "linkpush_learned_push_outcomes_total{{outcome=\"confirmed\"}} {}",
-            get(&self.learned_confirmed)
-        );
-        let _ = writeln!(
-            out,
-            "linkpush_learned_push_outcomes_total{{outcome=\"wasted\"}} {}",
-            get(&self.learned_wasted)
-        );
-        out
+        for (outcome, value) in [
+            ("confirmed", &self.learned_confirmed),
+            ("wasted", &self.learned_wasted),
+        ] {
+            let labels = format!("outcome=\"{outcome}\"");
+            out.sample("linkpush_learned_push_outcomes_total", &labels, get(value));
+        }
+        out.0
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    let _ = writeln!(out, "{name} {value}");
+/// Writes the Prometheus text format.
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: u64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 /// Serve `GET /metrics` over cleartext HTTP/1.1 until shutdown.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    let mut response = if request.uri().path() == "/metrics" {
-                        let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
-                        response.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("text/plain; version=0.0.4"),
-                        );
-                        response
-                    } else {
-                        Response::new(Full::new(Bytes::from_static(b"not found\n")))
-                    };
-                    if request.uri().path() != "/metrics" {
-                        *response.status_mut() = StatusCode::NOT_FOUND;
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    crate::server::serve_simple(listener, shutdown, move |request| {
+        if request.uri().path() != "/metrics" {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            return response;
+        }
+        let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    })
+    .await;
 }
