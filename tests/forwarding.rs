@@ -41,3 +41,24 @@ async fn h1_get_is_forwarded_with_its_body() {
     assert_eq!(response.status, StatusCode::NOT_FOUND);
     assert_eq!(origin.seen_paths(), vec!["/plain", "/missing"]);
 }
+
+#[tokio::test]
+async fn h1_pipelined_requests_are_answered_in_order() {
+    let origin = TestOrigin::routes(
+        Routes::new()
+            .route("/a", Resp::new(200, "first"))
+            .route("/b", Resp::new(200, "second")),
+    )
+    .await;
+    let proxy = TestProxy::start(&origin.url(), "").await;
+    // Both requests in one write, the second closing the connection.
+    let requests = b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\nGET /b HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let reply = wire::h1_raw(&proxy, requests, std::time::Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&reply.bytes);
+    assert!(reply.closed, "{text}");
+    let first = text.find("first").expect("first response");
+    let second = text.find("second").expect("second response");
+    assert!(first < second, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(origin.seen_paths(), vec!["/a", "/b"]);
+}
