@@ -185,7 +185,7 @@ pub const DEFAULT_LISTEN: SocketAddr =
 const MIN_HEADER_BUFFER: u64 = 8 * KIB;
 
 const ORIGIN_MAX_CONCURRENT_REQUESTS: usize = 256;
-const ORIGIN_MAX_IDLE_PER_HOST: usize = 64;
+const ORIGIN_MAX_IDLE_PER_HOST: usize = 256;
 const ORIGIN_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const ORIGIN_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 
@@ -1298,7 +1298,7 @@ mod tests {
         let host = "127.0.0.1".to_owned();
         assert_eq!(origin.addr, OriginAddr::Tcp { host, port: 8080 });
         assert_eq!(origin.max_concurrent_requests, 256);
-        assert_eq!(origin.max_idle_per_host, 64);
+        assert_eq!(origin.max_idle_per_host, 256);
         assert_eq!(origin.pool_idle_timeout, Duration::from_secs(30));
         assert_eq!(origin.max_response_header_bytes, 65536);
         let t = &config.timeouts;
