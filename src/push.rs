@@ -238,7 +238,9 @@ impl Diary {
     pub fn new(capacity: usize) -> Self {
         Diary {
             capacity,
-            order: VecDeque::with_capacity(capacity.min(DEFAULT_DIARY_CAPACITY)),
+            // Grown on demand: most connections never push, and an idle
+            // connection should cost as little memory as possible.
+            order: VecDeque::new(),
             counts: HashMap::new(),
         }
     }
