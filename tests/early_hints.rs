@@ -203,6 +203,36 @@ async fn push_disabled_client_receives_the_103_before_the_final_response() {
 }
 
 #[tokio::test]
+async fn a_push_capable_client_gets_a_103_for_what_was_not_pushed() {
+    // hint-only: preload links are never pushed, so they must be hinted.
+    let origin = EarlyOrigin::start(
+        vec![vec![
+            "</a.css>; rel=preload; as=style",
+            "</b.js>; rel=push; as=script",
+        ]],
+        vec![],
+    )
+    .await;
+    let proxy = TestProxy::start(&origin.url(), "[push]\npreload = \"hint-only\"\n").await;
+    let client = proxy.h2(true).await;
+    let request = client.request("GET", "/").body(()).unwrap();
+    let mut send = client.send.clone().ready().await.unwrap();
+    let (mut response, _) = send.send_request(request, true).unwrap();
+    let mut promises = response.push_promises();
+    let hint = bounded(poll_fn(|cx| response.poll_informational(cx)))
+        .await
+        .unwrap()
+        .unwrap();
+    // b.js was pushed (rel=push); a.css is only hinted.
+    assert_eq!(hint.headers()["link"], "</a.css>; rel=preload; as=style");
+    assert_eq!(hint.headers().get_all("link").iter().count(), 1);
+    let promise = bounded(promises.push_promise()).await.unwrap().unwrap();
+    assert_eq!(promise.request().uri().path(), "/b.js");
+    origin.release();
+    assert_eq!(bounded(response).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_second_103_only_hints_links_not_hinted_yet() {
     let origin = EarlyOrigin::start(
         vec![

@@ -614,16 +614,9 @@ impl<'a> PushSession<'a> {
         }
     }
 
-    /// Whether this client is taking pushes from us now.
-    fn takes_pushes(&self) -> bool {
-        let policy = &self.conn.shared.policy;
-        policy.enabled
-            && !policy.dry_run
-            && matches!(self.conn.client_push(), ClientPush::Enabled { .. })
-    }
-
     /// Links known before the final response: push what the policy picks
-    /// at once; a client that takes no pushes gets a 103 instead.
+    /// at once, and hint the rest in a 103 (all of it, for a client that
+    /// takes no pushes).
     fn early(&mut self, lines: &[String], source: Source, respond: &mut SendResponse<Bytes>) {
         if self.early_responses >= MAX_EARLY_HINTS {
             return;
@@ -643,20 +636,31 @@ impl<'a> PushSession<'a> {
             Source::Learned => true,
             Source::Origin => self.conn.shared.config.hints.forward_origin_103,
         };
-        if forward && !self.takes_pushes() {
+        if forward {
             self.send_hints(&plan, respond);
         }
     }
 
     /// Send a 103 with the plan's links that this client has not been
-    /// hinted yet. Only `Link` fields go out: a 103's other fields are the
-    /// origin's business, and none of them reaches the final response.
+    /// hinted yet, leaving out what was pushed (the client has it coming).
+    /// Only `Link` fields go out: a 103's other fields are the origin's
+    /// business, and none of them reaches the final response.
     fn send_hints(&mut self, plan: &Plan, respond: &mut SendResponse<Bytes>) {
+        let pushed: HashSet<&str> = plan
+            .decisions()
+            .iter()
+            .filter(|d| matches!(d.action, push::Action::Push | push::Action::AlreadyPushed))
+            .map(|d| d.target.as_str())
+            .collect();
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::EARLY_HINTS;
         for line in plan.link_lines() {
             let fresh: Vec<Element> = parse_field(&line)
                 .into_iter()
+                .filter(|element| {
+                    let target = element.as_link().map(|link| link.target());
+                    !target.is_some_and(|t| pushed.contains(t))
+                })
                 .filter(|element| self.hinted.insert(element.raw().to_string()))
                 .collect();
             if fresh.is_empty() {
