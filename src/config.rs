@@ -37,6 +37,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub push: PushSettings,
     pub hints: HintSettings,
+    pub server: ServerSettings,
+}
+
+/// How the process runs.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSettings {
+    /// Worker threads, each with its own event loop, accepting on every
+    /// listener. `0`: one per CPU this process may run on.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,6 +355,8 @@ pub struct Overrides {
     pub log_format: Option<String>,
     /// `--metrics-listen`
     pub metrics_listen: Option<String>,
+    /// `--workers`: worker threads (0 = one per CPU).
+    pub workers: Option<i64>,
 }
 
 impl Config {
@@ -406,6 +417,14 @@ struct RawFile {
     push: RawPush,
     #[serde(default)]
     hints: RawHints,
+    #[serde(default)]
+    server: RawServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    workers: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -690,6 +709,15 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
             .extend(check.ok(&key, route_pattern(route)));
     }
 
+    let mut server = ServerSettings::default();
+    let (key, workers) = pick(
+        ov.workers,
+        "--workers",
+        raw.server.workers,
+        "server.workers",
+    );
+    check.set(&key, workers, &mut server.workers, count(0..=1024));
+
     match origin_addr {
         Some(addr) if check.problems.is_empty() => Ok(Config {
             listeners: listeners.into_iter().map(|l| l.config).collect(),
@@ -708,6 +736,7 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
             metrics,
             push,
             hints,
+            server,
         }),
         _ => Err(ConfigError::Invalid(check.problems)),
     }
@@ -1859,6 +1888,7 @@ mod tests {
             log_level: Some("debug".to_owned()),
             log_format: Some("json".to_owned()),
             metrics_listen: Some("127.0.0.1:9191".to_owned()),
+            workers: Some(3),
         };
         let config = Config::from_toml_str(text, dir.path(), &flags).expect("valid");
         let addresses: Vec<(String, bool)> = config
@@ -1886,6 +1916,7 @@ mod tests {
             config.metrics.listen,
             Some("127.0.0.1:9191".parse().expect("address"))
         );
+        assert_eq!(config.server.workers, 3);
     }
 
     #[test]
@@ -1937,6 +1968,7 @@ mod tests {
             log_level: Some(String::new()),
             log_format: Some("xml".to_owned()),
             metrics_listen: Some("localhost:9090".to_owned()),
+            workers: Some(5000),
         };
         let text = "[origin]\nurl = \"http://127.0.0.1:8080\"\n[log]\nformat = \"text\"";
         let err = Config::from_toml_str(text, dir.path(), &flags).expect_err("invalid");
@@ -1951,6 +1983,7 @@ mod tests {
                 "--log-level",
                 "--log-format",
                 "--metrics-listen",
+                "--workers",
             ]
         );
         let shown = err.to_string();

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use linkpush::config::{Config, ConfigError, LogFormat, OriginAddr, Overrides};
-use linkpush::{run, Listener};
+use linkpush::server::{run_worker, Global};
+use linkpush::Listener;
 use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 /// A TLS reverse proxy that turns the Link headers of a legacy app into
@@ -25,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate a configuration file and exit: 0 when valid, 1 otherwise.
     Check {
         #[arg(long, short, value_name = "FILE", default_value = "proxy.toml")]
@@ -72,6 +74,9 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Worker threads (0: one per CPU).
+    #[arg(long, value_name = "N")]
+    workers: Option<i64>,
 }
 
 impl RunArgs {
@@ -86,6 +91,7 @@ impl RunArgs {
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
             metrics_listen: self.metrics_listen.clone(),
+            workers: self.workers,
         }
     }
 }
@@ -155,8 +161,10 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The main thread's runtime: it binds the listeners, waits for signals,
+/// and runs the demo's sample origin. The proxy itself runs on workers.
+fn main_runtime() -> anyhow::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -165,15 +173,99 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_proxy(args: &RunArgs) -> anyhow::Result<()> {
     let config = Arc::new(load(args)?);
     init_logging(&config);
-    runtime()?.block_on(async move {
-        let listeners = Listener::bind_all(&config).await?;
-        run(config, listeners, shutdown_signal()).await?;
+    let main = main_runtime()?;
+    let listeners = main.block_on(Listener::bind_all(&config))?;
+    serve(&main, config, listeners)
+}
+
+/// Run the proxy on `config.server.workers` threads, each with its own
+/// single-threaded event loop accepting on every listener (thread per
+/// core: no work stealing, no cross-thread wake-ups on the request path),
+/// until SIGINT or SIGTERM; then drain and return.
+fn serve(main: &Runtime, config: Arc<Config>, listeners: Vec<Listener>) -> anyhow::Result<()> {
+    let global = Global::new(config.clone())?;
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut sockets = Vec::with_capacity(listeners.len());
+    for listener in listeners {
+        let address = listener.tcp.local_addr()?;
+        let scheme = if listener.tls { "https" } else { "http" };
+        tracing::info!(%address, workers, "listening on {scheme}://{address}");
+        sockets.push((listener.tcp.into_std()?, listener.tls));
+    }
+    let shutdown = CancellationToken::new();
+    let mut threads = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let mut mine = Vec::with_capacity(sockets.len());
+        for (socket, tls) in &sockets {
+            mine.push((socket.try_clone()?, *tls));
+        }
+        let global = global.clone();
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("linkpush-worker-{index}"))
+            .spawn(move || {
+                let result = worker(global, mine, shutdown.clone(), index == 0);
+                if result.is_err() {
+                    // One worker failing stops the others.
+                    shutdown.cancel();
+                }
+                result
+            })
+            .context("cannot start a worker thread")?;
+        threads.push(thread);
+    }
+    main.block_on(async {
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!(
+                grace = ?config.timeouts.shutdown_grace,
+                "shutting down: no new connections, draining in-flight requests"
+            ),
+            _ = shutdown.cancelled() => {}
+        }
+    });
+    shutdown.cancel();
+    let mut failure = None;
+    for thread in threads {
+        let result = thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")));
+        if let Err(error) = result {
+            failure.get_or_insert(error);
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// One worker thread: a single-threaded runtime serving every listener.
+fn worker(
+    global: Global,
+    sockets: Vec<(std::net::TcpListener, bool)>,
+    shutdown: CancellationToken,
+    serve_metrics: bool,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a worker's event loop")?;
+    runtime.block_on(async move {
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for (socket, tls) in sockets {
+            listeners.push(Listener {
+                tcp: TcpListener::from_std(socket)?,
+                tls,
+            });
+        }
+        run_worker(global, listeners, shutdown.cancelled_owned(), serve_metrics).await?;
         Ok(())
     })
 }
 
 fn demo(listen: String) -> anyhow::Result<()> {
-    runtime()?.block_on(async move {
+    let main = main_runtime()?;
+    let (config, listeners, address, origin_addr) = main.block_on(async move {
         let origin = TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot bind the sample origin")?;
@@ -189,34 +281,32 @@ fn demo(listen: String) -> anyhow::Result<()> {
             anyhow::anyhow!("not starting")
         })?;
         config.push.explain = true;
-        let config = Arc::new(config);
-        init_logging(&config);
-        let stop_origin = CancellationToken::new();
+        // The sample origin runs on this thread's runtime until exit.
         tokio::spawn(linkpush::demo::serve_sample_origin(
             origin,
-            stop_origin.clone(),
+            CancellationToken::new(),
         ));
         let listeners = Listener::bind_all(&config).await?;
         let address = listeners
             .first()
             .and_then(|l| l.tcp.local_addr().ok())
             .context("no listener")?;
-        println!();
-        println!("linkpush demo: https://{address}/ -> sample origin http://{origin_addr}/");
-        println!("The certificate is self-signed; clients must be told to accept it.");
-        println!();
-        println!("  nghttp -ans https://{address}/          # see the pushes");
-        println!(
-            "  nghttp -ans --no-push https://{address}/  # push refused: rel=push becomes preload"
-        );
-        println!("  curl -k --http2 -sv https://{address}/ -o /dev/null");
-        println!("  curl -k --http1.1 -sI https://{address}/");
-        println!();
-        println!("Press Ctrl-C to stop.");
-        run(config, listeners, shutdown_signal()).await?;
-        stop_origin.cancel();
-        Ok(())
-    })
+        anyhow::Ok((Arc::new(config), listeners, address, origin_addr))
+    })?;
+    init_logging(&config);
+    println!();
+    println!("linkpush demo: https://{address}/ -> sample origin http://{origin_addr}/");
+    println!("The certificate is self-signed; clients must be told to accept it.");
+    println!();
+    println!("  nghttp -ans https://{address}/          # see the pushes");
+    println!(
+        "  nghttp -ans --no-push https://{address}/  # push refused: rel=push becomes preload"
+    );
+    println!("  curl -k --http2 -sv https://{address}/ -o /dev/null");
+    println!("  curl -k --http1.1 -sI https://{address}/");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    serve(&main, config, listeners)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -74,84 +74,125 @@ pub enum ServerError {
     Metrics(io::Error),
 }
 
-/// What every connection of the proxy shares.
+/// What every worker of one proxy process shares: configuration, counters,
+/// learned state, the TLS acceptor and the connection limit. Cheap to clone.
+#[derive(Clone)]
+pub struct Global {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Learned early hints, when `[hints] learn` is on.
+    pub learned: Option<Arc<crate::hints::LearnedHints>>,
+    /// Validators of assets seen, when `[push] cache_digest` is on.
+    pub validators: Option<Arc<crate::digest::Validators>>,
+    acceptor: Option<TlsAcceptor>,
+    /// Client connections open at once, over all workers.
+    limit: Arc<Semaphore>,
+    policy: push::Policy,
+}
+
+impl Global {
+    /// Build the process-wide state; loads (or generates) the certificate,
+    /// so a bad one fails here, before anything listens.
+    pub fn new(config: Arc<Config>) -> Result<Global, ServerError> {
+        let acceptor = match &config.tls.source {
+            Some(source) => Some(tls::acceptor(source)?),
+            None => None,
+        };
+        Ok(Global {
+            metrics: Arc::new(Metrics::default()),
+            learned: config
+                .hints
+                .learn
+                .then(|| Arc::new(crate::hints::LearnedHints::new(&config.hints))),
+            validators: config.push.cache_digest.then(|| {
+                Arc::new(crate::digest::Validators::new(
+                    config.push.cache_digest_validator_ttl,
+                ))
+            }),
+            acceptor,
+            limit: Arc::new(Semaphore::new(config.limits.max_connections)),
+            policy: policy(&config.push),
+            config,
+        })
+    }
+}
+
+/// What every connection of one worker shares.
 pub struct Shared {
     pub config: Arc<Config>,
+    /// This worker's pool of origin connections.
     pub origin: Origin,
     pub metrics: Arc<Metrics>,
     /// Cancelled when graceful shutdown starts.
     pub shutdown: CancellationToken,
     pub policy: push::Policy,
-    /// Learned early hints, when `[hints] learn` is on.
-    pub learned: Option<crate::hints::LearnedHints>,
-    /// Validators of assets seen, when `[push] cache_digest` is on.
-    pub validators: Option<crate::digest::Validators>,
+    pub learned: Option<Arc<crate::hints::LearnedHints>>,
+    pub validators: Option<Arc<crate::digest::Validators>>,
 }
 
 /// Run the proxy on already-bound listeners until `shutdown` completes, then
 /// drain: stop accepting, let in-flight requests finish within
-/// `timeouts.shutdown_grace`, and close what is left.
+/// `timeouts.shutdown_grace`, and close what is left. Everything runs on
+/// the current tokio runtime.
 pub async fn run(
     config: Arc<Config>,
     listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let acceptor = if listeners.iter().any(|l| l.tls) {
-        let source = config
-            .tls
-            .source
-            .as_ref()
-            .ok_or(ServerError::NoCertificate)?;
-        Some(tls::acceptor(source)?)
-    } else {
-        None
-    };
-    let metrics = Arc::new(Metrics::default());
+    run_worker(Global::new(config)?, listeners, shutdown, true).await
+}
+
+/// One worker: accept on `listeners` with this runtime until `shutdown`,
+/// then drain. Several workers, each on its own single-threaded runtime,
+/// may share the same listening sockets and one [`Global`]; the one with
+/// `serve_metrics` also serves the metrics endpoint.
+pub async fn run_worker(
+    global: Global,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()>,
+    serve_metrics: bool,
+) -> Result<(), ServerError> {
+    let config = global.config.clone();
+    if listeners.iter().any(|l| l.tls) && global.acceptor.is_none() {
+        return Err(ServerError::NoCertificate);
+    }
     let shared = Arc::new(Shared {
         origin: Origin::new(&config)?,
-        policy: policy(&config.push),
-        learned: config
-            .hints
-            .learn
-            .then(|| crate::hints::LearnedHints::new(&config.hints)),
-        validators: config
-            .push
-            .cache_digest
-            .then(|| crate::digest::Validators::new(config.push.cache_digest_validator_ttl)),
-        metrics: metrics.clone(),
+        policy: global.policy.clone(),
+        learned: global.learned.clone(),
+        validators: global.validators.clone(),
+        metrics: global.metrics.clone(),
         shutdown: CancellationToken::new(),
         config: config.clone(),
     });
     let tracker = TaskTracker::new();
-    if let Some(address) = config.metrics.listen {
+    if let (Some(address), true) = (config.metrics.listen, serve_metrics) {
         let listener = TcpListener::bind(address)
             .await
             .map_err(ServerError::Metrics)?;
         tracing::info!(%address, "metrics on http://{address}/metrics");
         tracker.spawn(crate::metrics::serve(
             listener,
-            metrics,
+            global.metrics.clone(),
             shared.shutdown.clone(),
         ));
     }
-    let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     for listener in listeners {
-        let address = listener.tcp.local_addr().ok();
-        let scheme = if listener.tls { "https" } else { "http" };
-        if let Some(address) = address {
-            tracing::info!(%address, "listening on {scheme}://{address}");
-        }
-        let acceptor = if listener.tls { acceptor.clone() } else { None };
+        let acceptor = if listener.tls {
+            global.acceptor.clone()
+        } else {
+            None
+        };
         tracker.spawn(accept_loop(
             listener,
             acceptor,
             shared.clone(),
-            limit.clone(),
+            global.limit.clone(),
             tracker.clone(),
         ));
     }
     shutdown.await;
-    tracing::info!(
+    tracing::debug!(
         grace = ?config.timeouts.shutdown_grace,
         "shutting down: no new connections, draining in-flight requests"
     );

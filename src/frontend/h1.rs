@@ -130,7 +130,7 @@ async fn handle(
             return fail(log, &error);
         }
     };
-    proxy::record_validator(shared.validators.as_ref(), &target, &head);
+    proxy::record_validator(shared.validators.as_deref(), &target, &head);
     if let Some(learned) = &shared.learned {
         let key = learned.key(&target.authority, &target.path_and_query);
         learned.apply(

@@ -525,7 +525,7 @@ async fn handle_request(
             return;
         }
     };
-    proxy::record_validator(shared.validators.as_ref(), &target, &head);
+    proxy::record_validator(shared.validators.as_deref(), &target, &head);
     // Learn from the origin's own Link field, before it is rewritten.
     if let (Some(learned), Some(key)) = (&shared.learned, learn_key) {
         learned.apply(
@@ -985,7 +985,7 @@ async fn run_push(
             return;
         }
     }
-    proxy::record_validator(shared.validators.as_ref(), &target, &head);
+    proxy::record_validator(shared.validators.as_deref(), &target, &head);
     if shared.config.push.cache_digest {
         if let Some(cookie) = digest_cookie(shared, &target, &head.headers, held) {
             head.headers.append(header::SET_COOKIE, cookie);
