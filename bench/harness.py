@@ -125,6 +125,16 @@ def cpu_seconds(root):
     return ticks / CLK_TCK
 
 
+def thread_count(root):
+    total = 0
+    for pid in process_tree(root):
+        try:
+            total += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return total
+
+
 def rss_kib(root):
     total = 0
     for pid in process_tree(root):
@@ -137,6 +147,51 @@ def rss_kib(root):
         except OSError:
             continue
     return total
+
+
+def machine_busy_seconds():
+    """CPU time spent by the whole machine (all cores, all processes) since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class Meter:
+    """CPU accounting around one measured run: the proxy's process tree, the
+    origin's, the load client's (children of this process, once waited for),
+    this process, and whatever else ran on the machine meanwhile."""
+
+    def __init__(self, proxy_pid, origin_pid=None):
+        self.proxy_pid, self.origin_pid = proxy_pid, origin_pid
+
+    def _snap(self):
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "t": time.monotonic(),
+            "machine": machine_busy_seconds(),
+            "proxy": cpu_seconds(self.proxy_pid),
+            "origin": cpu_seconds(self.origin_pid) if self.origin_pid else 0.0,
+            "client": ch.ru_utime + ch.ru_stime,
+            "self": me.ru_utime + me.ru_stime,
+        }
+
+    def __enter__(self):
+        self.a = self._snap()
+        return self
+
+    def __exit__(self, *exc):
+        b = self._snap()
+        d = {k: b[k] - self.a[k] for k in b}
+        self.wall_s = d["t"]
+        self.proxy_s, self.origin_s, self.client_s = d["proxy"], d["origin"], d["client"]
+        self.other_s = max(0.0, d["machine"] - d["proxy"] - d["origin"] - d["client"] - d["self"])
+        return False
+
+    def other_cores(self):
+        """Average number of cores used by processes that are not part of the run."""
+        return self.other_s / self.wall_s if self.wall_s > 0 else None
 
 
 # --------------------------------------------------------------------------
@@ -164,6 +219,7 @@ class Server:
         logf = open(self.log_path, "ab")
         logf.write(f"\n=== {time.ctime()} {' '.join(argv)}\n".encode())
         logf.flush()
+        self.log_offset = logf.tell()  # what this start prints begins here
         self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, cwd=self.cwd,
                                      start_new_session=True)
@@ -178,14 +234,14 @@ class Server:
                 code = self.proc.returncode
                 self.stop()
                 raise RuntimeError(f"{self.name} exited at start (code {code}): "
-                                   f"{tail(self.log_path)}")
+                                   f"{tail(self.log_path, offset=self.log_offset)}")
             if port_in_use(self.port):
                 time.sleep(0.3)  # let worker processes come up
                 return self
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} did not listen on {self.port} within {timeout}s: "
-                           f"{tail(self.log_path)}")
+                           f"{tail(self.log_path, offset=self.log_offset)}")
 
     @property
     def pid(self):
@@ -283,10 +339,14 @@ def port_in_use(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def tail(path, n=8):
+def tail(path, n=8, offset=0):
     try:
-        lines = Path(path).read_text(errors="replace").strip().splitlines()
-        return " | ".join(lines[-n:])
+        with open(path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        if not lines:
+            return "(no output)"
+        return " / ".join(lines[-n:])
     except OSError:
         return "(no log)"
 
@@ -346,7 +406,7 @@ class Bench:
 
     def settings(self):
         if self.quick:
-            return dict(runs=1, h2load_duration=2, h2load_warmup=0, concurrency=[1, 10, 100],
+            return dict(runs=1, h2load_duration=2, h2load_warmup=1, concurrency=[1, 10, 100],
                         push_duration=2, push_pages=20000, idle_conns=200, idle_hold=2,
                         rtts=[0, 50], loads=2)
         return dict(runs=3, h2load_duration=6, h2load_warmup=1, concurrency=[1, 10, 100],
@@ -417,8 +477,8 @@ class Bench:
         for p, size, _ in P6_ASSETS:
             asset(p, size)
         (www / "p6" / "assets.txt").write_text("".join(f"{p} {a}\n" for p, _, a in P6_ASSETS))
-        for f in (TEMPLATES / "php").iterdir():
-            shutil.copy(f, www / "p6" / f.name)
+        for f in ("page.inc.php", "link.php", "nolink.php"):
+            shutil.copy(TEMPLATES / "php" / f, www / "p6" / f)
         shutil.copy(TEMPLATES / "php" / "x.php", www / "x.php")
         (www / "x.css").write_text("p { color: #333 }\n")
         sizes = {str(p.relative_to(www)): p.stat().st_size for p in sorted(www.rglob("*")) if p.is_file()}
@@ -472,7 +532,6 @@ class Bench:
         env = {}
         if name == "linkpush":
             argv = [str(self.linkpush), "run", "--config", str(conf)]
-            env["TOKIO_WORKER_THREADS"] = "1"
         elif name == "nghttpx":
             argv = ["nghttpx", f"--conf={conf}"]
         elif name == "h2o":
@@ -490,9 +549,8 @@ class Bench:
         try:
             return Server(name, argv, self.ports[name], cpu=self.proxy_cpu, env=env).start()
         except RuntimeError as e:
-            if name == "linkpush":
-                raise Unavailable(f"linkpush failed to start: {e}")
-            raise
+            # Recorded as skipped, with the reason; the other proxies still run.
+            raise Unavailable(f"{name} failed to start: {e}")
 
     def skip(self, name, reason):
         self.results["skipped"][name] = reason
@@ -517,16 +575,28 @@ class Bench:
 
     # ---- scenario 1: h2load throughput + latency
 
-    def h2load(self, port, conc, duration, log_file=None):
+    def h2load(self, port, conc, duration=None, requests=None, time_limit=60, log_file=None):
+        """h2load for `duration` seconds (-D) or for `requests` requests (-n), killed
+        after time_limit seconds in any case."""
         url = f"https://127.0.0.1:{port}{SMALL[0]}"
-        argv = ["timeout", str(duration + 30), "h2load", "-c", str(conc), "-m", "10", "-t", "1",
-                "-D", str(duration), url]
-        if log_file:
-            argv[7:7] = ["--log-file", str(log_file)]
+        bound = ["-D", str(duration)] if duration else ["-n", str(requests)]
+        argv = (["timeout", "-s", "KILL", str(time_limit), "h2load", "-c", str(conc), "-m", "10", "-t", "1"]
+                + bound + (["--log-file", str(log_file)] if log_file else []) + [url])
         if self.load_cpu is not None:
             argv = ["taskset", "-c", self.load_cpu] + argv
         p = subprocess.run(argv, capture_output=True, text=True)
         return p.stdout + p.stderr, p.returncode
+
+    def origin_accepts(self):
+        """Connections the static origin has accepted so far (nginx stub_status)."""
+        import urllib.request
+        try:
+            url = f"http://127.0.0.1:{self.ports['origin-static']}/_origin_status"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+            return int(text.splitlines()[2].split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     @staticmethod
     def parse_h2load(text):
@@ -586,34 +656,52 @@ class Bench:
             per = self.results["throughput"].setdefault(name, {})
             try:
                 for conc in s["concurrency"]:
-                    if s["h2load_warmup"]:
-                        self.h2load(self.ports[name], conc, s["h2load_warmup"])
+                    # Warm-up by time, which also sizes the measured runs: -n is set so
+                    # that a run lasts about h2load_duration seconds at the warm-up's rate.
+                    text, _ = self.h2load(self.ports[name], conc, duration=s["h2load_warmup"],
+                                         time_limit=s["h2load_warmup"] + 20)
+                    rate = self.parse_h2load(text).get("rps") or 1000.0
+                    requests = int(min(max(rate * s["h2load_duration"], 1000, conc * 10), 1_000_000))
                     runs = []
                     for i in range(s["runs"]):
                         lf = OUT / "raw" / f"h2load-{name}-c{conc}-run{i + 1}.log"
                         lf.parent.mkdir(parents=True, exist_ok=True)
-                        cpu0 = cpu_seconds(server.pid)
-                        text, rc = self.h2load(self.ports[name], conc, s["h2load_duration"], lf)
-                        cpu1 = cpu_seconds(server.pid)
+                        acc0 = self.origin_accepts()
+                        with Meter(server.pid, self.origins["static"].pid) as meter:
+                            text, rc = self.h2load(self.ports[name], conc, requests=requests,
+                                                   time_limit=3 * s["h2load_duration"] + 10, log_file=lf)
+                        acc1 = self.origin_accepts()
+                        cpu0, cpu1 = 0.0, meter.proxy_s
                         (OUT / "raw" / f"h2load-{name}-c{conc}-run{i + 1}.txt").write_text(text)
                         r = self.parse_h2load(text)
                         r.update(self.latency_percentiles(lf))
                         lf.unlink(missing_ok=True)  # per-request logs are large
                         r["exit"] = rc
+                        r["requests"] = requests
+                        if rc != 0 and "rps" not in r:
+                            r["errors_note"] = f"h2load exited with {rc} (killed after its time limit?)"
                         r["cpu_s"] = round(cpu1 - cpu0, 3)
                         ok = r.get("succeeded", 0)
                         r["cpu_s_per_10k"] = (cpu1 - cpu0) / ok * 10000 if ok else None
                         # Share of its core the proxy used: near 1.0 means the proxy was the bottleneck.
                         r["proxy_core_util"] = ((cpu1 - cpu0) / r["elapsed_s"]
                                                 if r.get("elapsed_s") else None)
+                        # The other core: origin + h2load. Near 1.0 means they were the bottleneck.
+                        r["load_core_util"] = ((meter.origin_s + meter.client_s) / r["elapsed_s"]
+                                               if r.get("elapsed_s") else None)
+                        r["other_cores"] = meter.other_cores()
+                        r["origin_connections"] = (acc1 - acc0 - 1) if None not in (acc0, acc1) else None
                         r["errors"] = (r.get("failed", 0) + r.get("errored", 0) + r.get("timeout", 0)
                                        + r.get("status_non2xx", 0))
                         runs.append(r)
                         log(f"  {name:8} c={conc:<3} run {i + 1}: {r.get('rps', 0):>9.0f} req/s "
                             f"p50 {r.get('p50_ms', float('nan')):.2f} ms p99 {r.get('p99_ms', float('nan')):.2f} ms "
-                            f"cpu/10k {r['cpu_s_per_10k'] or float('nan'):.3f} s errors {r['errors']}")
+                            f"cpu/10k {r['cpu_s_per_10k'] or float('nan'):.3f} s "
+                            f"core use {r.get('proxy_core_util') or 0:.2f}/{r.get('load_core_util') or 0:.2f} "
+                            f"other {r.get('other_cores') or 0:.2f} errors {r['errors']}")
                     per[str(conc)] = {"runs": runs, "median": median_of(runs, [
-                        "rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "proxy_core_util", "errors", "succeeded"])}
+                        "rps", "p50_ms", "p99_ms", "cpu_s_per_10k", "proxy_core_util", "load_core_util",
+                        "origin_connections", "other_cores", "errors", "succeeded"])}
                     self.save()
             finally:
                 server.stop()
@@ -637,13 +725,16 @@ class Bench:
                 for variant, per_conn in variants:
                     runs = []
                     for i in range(s["runs"]):
-                        cpu0 = cpu_seconds(server.pid)
-                        r = self.run_json(self.pushclient_cmd(
-                            "push", self.ports[name], P4_PAGE[0],
-                            ["-c", 10, "-m", per_conn, "-n", s["push_pages"],
-                             "--duration", s["push_duration"]]),
-                            timeout=s["push_duration"] + 60)
-                        cpu1 = cpu_seconds(server.pid)
+                        with Meter(server.pid, self.origins["static"].pid) as meter:
+                            r = self.run_json(self.pushclient_cmd(
+                                "push", self.ports[name], P4_PAGE[0],
+                                ["-c", 10, "-m", per_conn, "-n", s["push_pages"],
+                                 "--duration", s["push_duration"]]),
+                                timeout=s["push_duration"] + 60)
+                        cpu0, cpu1 = 0.0, meter.proxy_s
+                        r["proxy_core_util"] = meter.proxy_s / meter.wall_s
+                        r["load_core_util"] = (meter.origin_s + meter.client_s) / meter.wall_s
+                        r["other_cores"] = meter.other_cores()
                         r["cpu_s"] = round(cpu1 - cpu0, 3)
                         r["cpu_s_per_1k_pages"] = (cpu1 - cpu0) / r["pages"] * 1000 if r.get("pages") else None
                         r["all_pushes_complete"] = (r.get("incomplete_pushes", 1) == 0 and r.get("errors", 1) == 0)
@@ -653,7 +744,8 @@ class Bench:
                             f"{r.get('pushes_per_page', 0):.2f} pushes/page, pushed {r.get('pushed_bytes', 0)} B, "
                             f"incomplete {r.get('incomplete_pushes')} errors {r.get('errors')}")
                     per[variant] = {"runs": runs, "median": median_of(runs, [
-                        "pages_per_s", "pushes_per_page", "pushed_bytes", "pages", "cpu_s_per_1k_pages"]),
+                        "pages_per_s", "pushes_per_page", "pushed_bytes", "pages", "cpu_s_per_1k_pages",
+                        "proxy_core_util", "load_core_util", "other_cores"]),
                         "incomplete_pushes": sum(r.get("incomplete_pushes", 0) for r in runs),
                         "errors": sum(r.get("errors", 0) for r in runs),
                         "all_pushes_complete": all(r["all_pushes_complete"] for r in runs)}
@@ -698,6 +790,7 @@ class Bench:
                     time.sleep(1.0)  # let the proxy settle
                     loaded = rss_kib(server.pid)
                     nprocs = len(process_tree(server.pid))
+                    nthreads = thread_count(server.pid)
                     try:
                         out, err = client.communicate(timeout=s["idle_hold"] + 60)
                     except subprocess.TimeoutExpired:
@@ -708,7 +801,7 @@ class Bench:
                     except (IndexError, json.JSONDecodeError):
                         r = {"fatal": err[-300:]}
                     opened = r.get("opened", 0)
-                    r.update({"rss_rest_kib": rest, "rss_loaded_kib": loaded, "processes": nprocs,
+                    r.update({"rss_rest_kib": rest, "rss_loaded_kib": loaded, "processes": nprocs, "threads": nthreads,
                               "kib_per_conn": (loaded - rest) / opened if opened else None})
                     runs.append(r)
                     log(f"  {name:8} run {i + 1}: rest {rest} KiB, with {opened} open {loaded} KiB "
@@ -729,6 +822,23 @@ class Bench:
                 "--max-seconds", "600"]
         return Server("relay", argv, self.ports["relay"], cpu=self.load_cpu)
 
+    def nghttp_check(self, name, path="/p6/link.php"):
+        """Does `nghttp -a` use pushed responses, or request the assets again?"""
+        url = f"https://127.0.0.1:{self.ports[name]}{path}"
+        argv = ["timeout", "20", "nghttp", "-nav", url]
+        if self.load_cpu is not None:
+            argv = ["taskset", "-c", self.load_cpu] + argv
+        p = subprocess.run(argv, capture_output=True, text=True)
+        (OUT / "raw" / f"nghttp-a-{name}.txt").write_text(p.stdout + p.stderr)
+        sent = re.findall(r"^\s+:path: (\S+)", p.stdout, re.M)
+        pushed = re.findall(r"recv \(stream_id=\d+\) :path: (\S+)", p.stdout)
+        r = {"requests_sent": sent, "pushed": pushed,
+             "pushed_then_requested": sorted(set(sent) & set(pushed)), "exit": p.returncode}
+        self.results.setdefault("nghttp_check", {})[name] = r
+        log(f"  nghttp -a via {name}: sent {len(sent)} requests, received {len(pushed)} pushes, "
+            f"re-requested pushed: {r['pushed_then_requested'] or 'none'}")
+        return r
+
     def scenario_pageload(self):
         s = self.settings()
         log(f"scenario 4: page + 6 subresources through a relay at RTT {s['rtts']} ms")
@@ -748,6 +858,8 @@ class Bench:
                     self.skip(name, str(e))
                     break
                 try:
+                    if push_on:
+                        self.nghttp_check(name)
                     for mode, mode_push, path in modes:
                         if mode_push != push_on:
                             continue
@@ -822,7 +934,7 @@ class Bench:
             "h2o": ver(["h2o", "--version"]),
             "nginx": ver(["nginx", "-v"]),
             "apache": ver(["apache2", "-v"], r"Apache/\S+"),
-            "mod_http2": ver(["sh", "-c", "grep -a -o 'mod_http2/[0-9.]*' /usr/lib/apache2/modules/mod_http2.so | head -1"]),
+            "mod_http2": mod_http2_version(),
             "h2load": ver(["h2load", "--version"]),
             "php": ver(["php", "-v"]),
             "openssl": ver(["openssl", "version"]),
@@ -861,6 +973,15 @@ class Bench:
             self.results["meta"]["bench_seconds"] = round(time.time() - started, 1)
             self.save()
         log(f"results in {self.results_path}")
+
+
+def mod_http2_version(path="/usr/lib/apache2/modules/mod_http2.so"):
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return "not available"
+    m = re.search(rb"\x00(2\.\d+\.\d+)\x00", data)
+    return f"mod_http2 {m.group(1).decode()}" if m else "unknown"
 
 
 class Unavailable(Exception):

@@ -84,7 +84,7 @@ as_root() {
 # ------------------------------------------------------------------ install
 if [ "$INSTALL" -eq 1 ]; then
     say "installing the peers and tools (apt-get)"
-    PKGS=(nghttp2-client nghttp2-proxy h2o nginx apache2 php-cli openssl util-linux procps python3-pip)
+    PKGS=(nghttp2-client nghttp2-proxy h2o nginx apache2 php-cli openssl libssl3 util-linux procps python3-pip)
     as_root apt-get update -qq
     # Package scripts must not start nginx/apache2/h2o as system services.
     POLICY=/usr/sbin/policy-rc.d

@@ -92,9 +92,9 @@ pub fn html_subresources(html: &str, base: &str) -> Vec<String> {
         let url = match name {
             "link" => {
                 let rel = attr("rel").unwrap_or("").to_ascii_lowercase();
-                let fetches = rel.split_ascii_whitespace().any(|r| {
-                    matches!(r, "stylesheet" | "preload" | "modulepreload" | "icon")
-                });
+                let fetches = rel
+                    .split_ascii_whitespace()
+                    .any(|r| matches!(r, "stylesheet" | "preload" | "modulepreload" | "icon"));
                 if fetches {
                     attr("href")
                 } else {

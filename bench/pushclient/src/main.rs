@@ -14,7 +14,7 @@ mod net;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -277,7 +277,11 @@ async fn push_mode(
 /// once the page body has ended; h2 does not wake a task waiting on
 /// `push_promise()` when the parent stream closes, so it is never awaited
 /// while the parent is open.
-async fn fetch_with_pushes(send: &h2::client::SendRequest<bytes::Bytes>, target: &Target, t: &mut PushTotals) -> Result<()> {
+async fn fetch_with_pushes(
+    send: &h2::client::SendRequest<bytes::Bytes>,
+    target: &Target,
+    t: &mut PushTotals,
+) -> Result<()> {
     let mut send = send.clone().ready().await?;
     let (mut response, _) = send.send_request(target.request(&target.path), true)?;
     let mut promises = response.push_promises();
@@ -320,14 +324,24 @@ async fn fetch_with_pushes(send: &h2::client::SendRequest<bytes::Bytes>, target:
 
 // ----------------------------------------------------------- page-load mode
 
-async fn page_load_mode(target: Target, loads: usize, push: bool, timeout: f64) -> Result<serde_json::Value> {
+async fn page_load_mode(
+    target: Target,
+    loads: usize,
+    push: bool,
+    timeout: f64,
+) -> Result<serde_json::Value> {
     let tls = net::tls_connector(&target)?;
     let mut results = Vec::new();
     let mut totals = Vec::new();
     let mut errors = 0u64;
     let mut samples = Vec::new();
     for _ in 0..loads {
-        match tokio::time::timeout(Duration::from_secs_f64(timeout), page_load(&target, &tls, push)).await {
+        match tokio::time::timeout(
+            Duration::from_secs_f64(timeout),
+            page_load(&target, &tls, push),
+        )
+        .await
+        {
             Ok(Ok(r)) => {
                 totals.push(r["total_ms"].as_f64().unwrap_or(f64::NAN));
                 results.push(r);
@@ -358,40 +372,94 @@ async fn page_load_mode(target: Target, loads: usize, push: bool, timeout: f64) 
 }
 
 /// One page load on a fresh connection.
-async fn page_load(target: &Target, tls: &tokio_rustls::TlsConnector, push: bool) -> Result<serde_json::Value> {
+async fn page_load(
+    target: &Target,
+    tls: &tokio_rustls::TlsConnector,
+    push: bool,
+) -> Result<serde_json::Value> {
     let t0 = Instant::now();
     let ms = |t: Instant| (t - t0).as_secs_f64() * 1000.0;
     let conn = net::connect(target, tls, push).await?;
     let t_connected = Instant::now();
     let mut send = conn.send.clone().ready().await?;
     let (mut response, _) = send.send_request(target.request(&target.path), true)?;
-    let mut promises = if push { Some(response.push_promises()) } else { None };
+    let mut promises = if push {
+        Some(response.push_promises())
+    } else {
+        None
+    };
 
     // Pushed responses, by path; each is read as soon as it is promised.
     let mut pushed: HashMap<String, JoinHandle<Result<Fetched>>> = HashMap::new();
     let mut pushed_order: Vec<String> = Vec::new();
-    let mut take_promises = |promises: &mut Option<PushPromises>, pushed: &mut HashMap<String, JoinHandle<Result<Fetched>>>| {
-        if let Some(pp) = promises.as_mut() {
-            let mut got = Vec::new();
-            let _ = drain_ready(pp, &mut got);
-            for p in got {
-                let (req, fut) = p.into_parts();
-                let path = req.uri().path_and_query().map_or("/".to_string(), |p| p.to_string());
-                pushed_order.push(path.clone());
-                pushed.insert(path, tokio::spawn(net::read_pushed(fut)));
+    let mut take_promises =
+        |promises: &mut Option<PushPromises>,
+         pushed: &mut HashMap<String, JoinHandle<Result<Fetched>>>| {
+            if let Some(pp) = promises.as_mut() {
+                let mut got = Vec::new();
+                let _ = drain_ready(pp, &mut got);
+                for p in got {
+                    let (req, fut) = p.into_parts();
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/".to_string(), |p| p.to_string());
+                    pushed_order.push(path.clone());
+                    pushed.insert(path, tokio::spawn(net::read_pushed(fut)));
+                }
             }
-        }
-    };
+        };
 
     // Requests issued with ordinary GETs, by path.
     let mut requested: HashMap<String, JoinHandle<Result<Fetched>>> = HashMap::new();
     let request = |requested: &mut HashMap<String, JoinHandle<Result<Fetched>>>, path: &str| {
         let (send, target) = (conn.send.clone(), target.clone());
         let p = path.to_string();
-        requested.insert(path.to_string(), tokio::spawn(async move { net::get(send, &target, &p).await }));
+        requested.insert(
+            path.to_string(),
+            tokio::spawn(async move { net::get(send, &target, &p).await }),
+        );
     };
 
-    let response = response.await?;
+    // 103 Early Hints: fetch their preload targets at once, as a browser does.
+    let mut early_hints = 0u64;
+    let mut hinted: Vec<String> = Vec::new();
+    let mut t_first_hint: Option<Instant> = None;
+    let response = loop {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(Some(Ok(info))) = response.poll_informational(cx) {
+                return Poll::Ready(Err(info));
+            }
+            Pin::new(&mut response).poll(cx).map(Ok)
+        })
+        .await;
+        match event {
+            Ok(final_response) => break final_response?,
+            Err(info) => {
+                if info.status().as_u16() != 103 {
+                    continue;
+                }
+                early_hints += 1;
+                t_first_hint.get_or_insert_with(Instant::now);
+                take_promises(&mut promises, &mut pushed);
+                let paths = links::preload_paths(
+                    info.headers()
+                        .get_all(http::header::LINK)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok()),
+                    &target.path,
+                );
+                for p in paths {
+                    if !pushed.contains_key(&p) && !requested.contains_key(&p) {
+                        request(&mut requested, &p);
+                    }
+                    if !hinted.contains(&p) {
+                        hinted.push(p);
+                    }
+                }
+            }
+        }
+    };
     let t_headers = Instant::now();
     let status = response.status();
     if !status.is_success() {
@@ -438,7 +506,7 @@ async fn page_load(target: &Target, tls: &tokio_rustls::TlsConnector, push: bool
     let mut bytes = html.len() as u64;
     let (mut pushed_used, mut push_failed, mut fetched) = (0u64, 0u64, 0u64);
     let mut needed: Vec<&String> = subresources.iter().collect();
-    for p in &preload {
+    for p in preload.iter().chain(hinted.iter()) {
         if !needed.contains(&p) {
             needed.push(p);
         }
@@ -486,6 +554,8 @@ async fn page_load(target: &Target, tls: &tokio_rustls::TlsConnector, push: bool
         "page_ms": ms(t_page),
         "subresources": subresources.len(),
         "preload_links": preload.len(),
+        "early_hints": early_hints,
+        "first_hint_ms": t_first_hint.map(ms),
         "pushed_used": pushed_used,
         "pushed_unused": pushed_unused,
         "push_failed": push_failed,
