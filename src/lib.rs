@@ -18,7 +18,11 @@
 //!   tower stack (timeout, concurrency limit).
 //! - [`link`] and [`push`]: pure policy. `link` parses RFC 8288 `Link` fields,
 //!   `push` decides per link whether to push, keep, or rewrite it.
+//! - [`hints`]: which requests get 103 Early Hints, and the bounded store of
+//!   hints learned from earlier responses.
+//! - [`digest`]: the cookie digest of what a browser was pushed before.
 //! - [`metrics`]: counters and the Prometheus text endpoint.
+//! - [`demo`]: the sample origin behind `linkpush demo`.
 //! - [`error`]: the one error type of the request path and its HTTP mapping.
 //!
 //! # Request flow
@@ -29,7 +33,15 @@
 //! PUSH_PROMISE for each link the policy picked, starts fetching each promised
 //! resource from the origin, and only then sends the parent's HEADERS with the
 //! rewritten `Link` field. HTTP/1.1 clients and clients that disabled push get
-//! the same decisions with every push turned into a preload.
+//! the same decisions with every push turned into a preload. Links known
+//! before the final response (an origin 103, or learned hints) are pushed,
+//! or hinted in a 103, while the origin is still working.
+//!
+//! # Threads
+//!
+//! [`run`] serves on the current tokio runtime. The binary runs one
+//! single-threaded runtime per CPU ([`server::run_worker`]), all accepting on
+//! the same listeners and sharing one [`server::Global`].
 
 #![forbid(unsafe_code)]
 
