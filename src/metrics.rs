@@ -68,6 +68,7 @@ pub struct Metrics {
     pushes_cancelled: AtomicU64,
     push_decisions: [AtomicU64; REASONS.len()],
     hints_sent: AtomicU64,
+    reset_floods: AtomicU64,
     learned_pushes: AtomicU64,
     learned_confirmed: AtomicU64,
     learned_wasted: AtomicU64,
@@ -137,6 +138,11 @@ impl Metrics {
 
     pub fn push_cancelled(&self) {
         inc(&self.pushes_cancelled);
+    }
+
+    /// A connection was closed for resetting streams too fast.
+    pub fn reset_flood(&self) {
+        inc(&self.reset_floods);
     }
 
     /// A 103 Early Hints response went to a client.
@@ -290,6 +296,11 @@ impl Metrics {
                 "linkpush_pushes_cancelled_total",
                 "Pushed streams reset (origin error, client cancel, budget, cache digest).",
                 &self.pushes_cancelled,
+            ),
+            (
+                "linkpush_reset_floods_total",
+                "Connections closed (ENHANCE_YOUR_CALM) for resetting streams too fast.",
+                &self.reset_floods,
             ),
             (
                 "linkpush_early_hints_sent_total",

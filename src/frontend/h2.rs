@@ -135,6 +135,8 @@ where
     let idle_limit = config.timeouts.client_idle;
     let grace = config.timeouts.shutdown_grace;
     let mut draining: Option<tokio::time::Instant> = None;
+    let mut flood_handled = false;
+    let peer = conn.peer.clone();
     loop {
         let idle_check = tokio::time::sleep(idle_limit / 4 + Duration::from_millis(10));
         tokio::select! {
@@ -158,6 +160,13 @@ where
                 }
                 None => break,
             },
+            _ = peer.reset_flood(), if !flood_handled => {
+                tracing::warn!(client = %conn.ctx.peer, "client resets streams faster than allowed; closing with ENHANCE_YOUR_CALM");
+                shared.metrics.reset_flood();
+                connection.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                flood_handled = true;
+                draining = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
             _ = shared.shutdown.cancelled(), if draining.is_none() => {
                 connection.graceful_shutdown();
                 draining = Some(tokio::time::Instant::now() + grace);

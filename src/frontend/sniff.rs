@@ -7,19 +7,31 @@
 //! is wrapped, and every frame header that passes is read: SETTINGS values
 //! and the client's GOAWAY are recorded in [`PeerSettings`]. The bytes
 //! themselves pass through untouched.
+//!
+//! The same watcher meters the client's RST_STREAM frames against a token
+//! bucket, the "rapid reset" defence (CVE-2023-44487): h2 frees the slot of
+//! a stream the client resets at once, so a client can otherwise open and
+//! cancel streams without bound, each costing an origin request.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
 const SETTINGS_ENTRY_LEN: usize = 6;
+const TYPE_RST_STREAM: u8 = 0x3;
 const TYPE_SETTINGS: u8 = 0x4;
 const TYPE_GOAWAY: u8 = 0x7;
+/// Client resets allowed in a burst, and refilled per second (nghttp2's
+/// defaults: generous for browsers cancelling navigations, fatal to floods).
+const RESET_BURST: f64 = 1000.0;
+const RESETS_PER_SECOND: f64 = 33.0;
 const FLAG_ACK: u8 = 0x1;
 const SETTINGS_ENABLE_PUSH: u16 = 0x2;
 const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
@@ -33,6 +45,9 @@ pub struct PeerSettings {
     max_concurrent_streams: AtomicU32,
     /// The client sent GOAWAY: it will not accept new streams from us.
     goaway: AtomicBool,
+    /// The client reset streams faster than [`RESETS_PER_SECOND`] allows.
+    flooded: AtomicBool,
+    flood: Notify,
 }
 
 impl Default for PeerSettings {
@@ -41,6 +56,8 @@ impl Default for PeerSettings {
             enable_push: AtomicBool::new(true),
             max_concurrent_streams: AtomicU32::new(u32::MAX),
             goaway: AtomicBool::new(false),
+            flooded: AtomicBool::new(false),
+            flood: Notify::new(),
         }
     }
 }
@@ -61,6 +78,17 @@ impl PeerSettings {
 
     pub fn goaway_received(&self) -> bool {
         self.goaway.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the client has reset streams faster than allowed.
+    pub async fn reset_flood(&self) {
+        loop {
+            let notified = self.flood.notified();
+            if self.flooded.load(Ordering::Relaxed) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     fn apply_setting(&self, id: u16, value: u32) {
@@ -98,6 +126,9 @@ enum State {
 #[derive(Debug)]
 pub struct FrameWatcher {
     state: State,
+    /// Client resets still allowed, refilled over time.
+    reset_tokens: f64,
+    refilled: Instant,
 }
 
 impl FrameWatcher {
@@ -105,6 +136,21 @@ impl FrameWatcher {
     pub fn new() -> Self {
         FrameWatcher {
             state: State::Preface(PREFACE_LEN),
+            reset_tokens: RESET_BURST,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Meter one client RST_STREAM; raise the flood flag when over budget.
+    fn count_reset(&mut self, peer: &PeerSettings) {
+        let now = Instant::now();
+        let refill = now.duration_since(self.refilled).as_secs_f64() * RESETS_PER_SECOND;
+        self.reset_tokens = (self.reset_tokens + refill).min(RESET_BURST);
+        self.refilled = now;
+        if self.reset_tokens >= 1.0 {
+            self.reset_tokens -= 1.0;
+        } else if !peer.flooded.swap(true, Ordering::Relaxed) {
+            peer.flood.notify_one();
         }
     }
 
@@ -135,6 +181,9 @@ impl FrameWatcher {
                     bytes = &bytes[take..];
                     if *len == FRAME_HEADER_LEN {
                         let header = *buf;
+                        if header[3] == TYPE_RST_STREAM && header[5..9] != [0, 0, 0, 0] {
+                            self.count_reset(peer);
+                        }
                         self.state = after_header(&header, peer);
                     }
                 }
@@ -328,6 +377,22 @@ mod tests {
         // A DATA frame whose payload looks like ENABLE_PUSH=0.
         bytes.extend(frame(0x0, 0, 1, &[0, 2, 0, 0, 0, 0]));
         assert!(feed_in_chunks(&bytes, 3).push_enabled());
+    }
+
+    #[test]
+    fn a_burst_of_resets_is_allowed_but_a_flood_is_flagged() {
+        let mut normal = PREFACE.to_vec();
+        for stream in 0..900u32 {
+            normal.extend(frame(TYPE_RST_STREAM, 0, stream * 2 + 1, &[0, 0, 0, 8]));
+        }
+        assert!(!feed_in_chunks(&normal, 4096)
+            .flooded
+            .load(Ordering::Relaxed));
+        let mut flood = PREFACE.to_vec();
+        for stream in 0..1100u32 {
+            flood.extend(frame(TYPE_RST_STREAM, 0, stream * 2 + 1, &[0, 0, 0, 8]));
+        }
+        assert!(feed_in_chunks(&flood, 4096).flooded.load(Ordering::Relaxed));
     }
 
     #[test]
