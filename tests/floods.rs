@@ -15,11 +15,7 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 async fn streams_reset_before_they_are_accepted_get_goaway_enhance_your_calm() {
     bounded(async {
         let origin = TestOrigin::routes(Routes::new().route("/", Resp::new(200, "ok"))).await;
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let metrics_port = free_port();
         let extra = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
         let proxy = TestProxy::start(&origin.url(), &extra).await;
         let mut raw = RawH2::connect(&proxy).await;
@@ -75,11 +71,7 @@ async fn streams_reset_after_they_reach_the_origin_are_metered_and_cut_off() {
             })
         }))
         .await;
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let metrics_port = free_port();
         let extra = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
         let proxy = TestProxy::start(&origin.url(), &extra).await;
         let mut raw = RawH2::connect(&proxy).await;
@@ -182,4 +174,10 @@ async fn metrics_text(port: u16) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     text
+}
+
+/// A port that was free a moment ago, for the metrics endpoint.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }

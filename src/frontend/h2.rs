@@ -595,8 +595,9 @@ struct PushSession<'a> {
     target: &'a Target,
     request_headers: &'a HeaderMap,
     state: ResponseState,
-    /// Pushed DATA bytes left for this response.
-    budget: Arc<Budget>,
+    /// Pushed DATA bytes left for this response; made at the first push,
+    /// since most responses push nothing.
+    budget: Option<Arc<Budget>>,
     /// Paths promised, for the access log.
     pushed: Vec<String>,
     /// Link elements already sent to the client in a 103.
@@ -613,9 +614,7 @@ impl<'a> PushSession<'a> {
             target,
             request_headers,
             state: ResponseState::default(),
-            budget: Arc::new(Budget {
-                left: AtomicU64::new(conn.shared.config.push.max_pushed_bytes_per_response),
-            }),
+            budget: None,
             pushed: Vec::new(),
             hinted: HashSet::new(),
             learned_pushes: Vec::new(),
@@ -785,7 +784,16 @@ impl<'a> PushSession<'a> {
                     self.pushed.push(path.clone());
                     let ctx = conn.ctx.clone();
                     let shared = shared.clone();
-                    let budget = self.budget.clone();
+                    let budget = self
+                        .budget
+                        .get_or_insert_with(|| {
+                            Arc::new(Budget {
+                                left: AtomicU64::new(
+                                    shared.config.push.max_pushed_bytes_per_response,
+                                ),
+                            })
+                        })
+                        .clone();
                     let digest = conn.digest.clone();
                     let authority = target.authority.clone();
                     let span = tracing::debug_span!("push", path = %path);
