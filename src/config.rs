@@ -46,6 +46,10 @@ pub struct ServerSettings {
     /// Worker threads, each with its own event loop, accepting on every
     /// listener. `0`: one per CPU this process may run on.
     pub workers: usize,
+    /// Host names this proxy answers for (lower case; `*.example.com`
+    /// covers one label). Pushes are only promised under these names, or,
+    /// when the list is empty, under the certificate's names.
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +97,10 @@ pub struct Timeouts {
     /// Longest wait for the next bytes of an origin's response body.
     pub origin_read: Duration,
     pub client_idle: Duration,
+    /// Longest wait for a client to take more response bytes: an HTTP/1.1
+    /// socket that accepts no writes, or an HTTP/2 stream without
+    /// flow-control credit.
+    pub client_write: Duration,
     pub client_header_read: Duration,
     pub tls_handshake: Duration,
     pub shutdown_grace: Duration,
@@ -152,6 +160,13 @@ pub struct PushSettings {
     pub forward_headers: Vec<String>,
     pub explain: bool,
     pub dry_run: bool,
+    /// Cancel a push whose response is `Cache-Control: private` or
+    /// `no-store` (a browser may still use such a push for the page it
+    /// belongs to, RFC 9113 §8.4, so the default is to push it).
+    pub cancel_uncacheable: bool,
+    /// Pushed streams in progress at once on one connection; each holds at
+    /// most `max_pushed_bytes_per_response` in memory.
+    pub max_concurrent_pushes: usize,
     /// Remember what each browser was pushed in a cookie, and skip it next time.
     pub cache_digest: bool,
     /// The name of that cookie.
@@ -205,6 +220,7 @@ impl Default for Timeouts {
             origin_response_header: Duration::from_secs(60),
             origin_read: Duration::from_secs(60),
             client_idle: Duration::from_secs(180),
+            client_write: Duration::from_secs(60),
             client_header_read: Duration::from_secs(30),
             tls_handshake: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
@@ -255,6 +271,8 @@ impl Default for PushSettings {
             forward_headers: Vec::new(),
             explain: false,
             dry_run: false,
+            cancel_uncacheable: false,
+            max_concurrent_pushes: 16,
             cache_digest: false,
             cache_digest_cookie: "lp_digest".to_string(),
             cache_digest_validator_ttl: Duration::from_secs(60),
@@ -425,6 +443,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     workers: Option<i64>,
+    names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -459,6 +478,7 @@ struct RawTimeouts {
     origin_response_header: Option<Loose>,
     origin_read: Option<Loose>,
     client_idle: Option<Loose>,
+    client_write: Option<Loose>,
     client_header_read: Option<Loose>,
     tls_handshake: Option<Loose>,
     shutdown_grace: Option<Loose>,
@@ -507,6 +527,8 @@ struct RawPush {
     forward_headers: Option<Vec<String>>,
     explain: Option<bool>,
     dry_run: Option<bool>,
+    cancel_uncacheable: Option<bool>,
+    max_concurrent_pushes: Option<i64>,
     cache_digest: Option<bool>,
     cache_digest_cookie: Option<String>,
     cache_digest_validator_ttl: Option<Loose>,
@@ -621,6 +643,7 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     set!(timeouts.origin_response_header => timeouts.origin_response_header, positive_duration);
     set!(timeouts.origin_read => timeouts.origin_read, positive_duration);
     set!(timeouts.client_idle => timeouts.client_idle, positive_duration);
+    set!(timeouts.client_write => timeouts.client_write, positive_duration);
     set!(timeouts.client_header_read => timeouts.client_header_read, positive_duration);
     set!(timeouts.tls_handshake => timeouts.tls_handshake, positive_duration);
     // Zero is allowed here: close connections at once on shutdown.
@@ -686,6 +709,8 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     set!(push.allow_credentialed => push.allow_credentialed, Ok);
     set!(push.explain => push.explain, Ok);
     set!(push.dry_run => push.dry_run, Ok);
+    set!(push.cancel_uncacheable => push.cancel_uncacheable, Ok);
+    set!(push.max_concurrent_pushes => push.max_concurrent_pushes, count(1..=65_535));
     set!(push.cache_digest => push.cache_digest, Ok);
     set!(push.cache_digest_cookie => push.cache_digest_cookie, cookie_name);
     set!(push.cache_digest_validator_ttl => push.cache_digest_validator_ttl, duration);
@@ -717,6 +742,10 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
         "server.workers",
     );
     check.set(&key, workers, &mut server.workers, count(0..=1024));
+    for (i, name) in raw.server.names.into_iter().flatten().enumerate() {
+        let key = format!("server.names[{i}]");
+        server.names.extend(check.ok(&key, server_name(name)));
+    }
 
     match origin_addr {
         Some(addr) if check.problems.is_empty() => Ok(Config {
@@ -1232,6 +1261,30 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 /// Forwarded header names must be lower-case RFC 9110 tokens, not pseudo-headers.
+/// A host name (`example.com`), a wildcard covering one label
+/// (`*.example.com`), or an IP address.
+fn server_name(name: String) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected a host name such as \"example.com\", \"*.example.com\" or an IP address";
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(name);
+    }
+    let host = name.strip_prefix("*.").unwrap_or(&name);
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(format!("{name:?} is not a host name; {EXPECTED}"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
 fn header_name(name: String) -> Result<String, String> {
     const EXPECTED: &str = "expected a lower-case header name such as \"cookie\"";
     if name.is_empty() {

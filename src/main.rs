@@ -183,11 +183,11 @@ fn run_proxy(args: &RunArgs) -> anyhow::Result<()> {
 /// core: no work stealing, no cross-thread wake-ups on the request path),
 /// until SIGINT or SIGTERM; then drain and return.
 fn serve(main: &Runtime, config: Arc<Config>, listeners: Vec<Listener>) -> anyhow::Result<()> {
-    let global = Global::new(config.clone())?;
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let global = Global::new(config.clone(), workers)?;
     let mut sockets = Vec::with_capacity(listeners.len());
     for listener in listeners {
         let address = listener.tcp.local_addr()?;

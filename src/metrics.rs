@@ -23,7 +23,7 @@ const BUCKETS: [f64; 11] = [
 ];
 
 /// Push decision reasons counted, in the order they are printed.
-const REASONS: [&str; 16] = [
+const REASONS: [&str; 17] = [
     "pushed",
     "nopush",
     "hint-only",
@@ -31,6 +31,7 @@ const REASONS: [&str; 16] = [
     "client-disabled",
     "http1-client",
     "cross-origin",
+    "foreign-authority",
     "not-eligible-status",
     "not-eligible-method",
     "duplicate",

@@ -1,24 +1,45 @@
-//! The client toward the origin: hyper-util's pooled HTTP/1.1 client over TCP
-//! or a Unix socket, wrapped in a tower stack that bounds time and concurrency.
+//! The client toward the origin: one pool of HTTP/1.1 connections per
+//! worker, on hyper's connection-level client (`hyper::client::conn::http1`).
+//!
+//! The pool is ours rather than hyper-util's because a reverse proxy must
+//! bound what it asks of the origin, and a pooled client that only limits
+//! requests until their response head arrives does not: a response body
+//! that a slow client is still reading keeps its origin connection busy.
+//! Here a connection is *held* from the moment a request takes it until
+//! its response body has been read to the end (it then goes back to the
+//! pool) or abandoned (it is closed). So:
+//!
+//! - a worker never has more than its share of `origin.max_concurrent_requests`
+//!   connections open, idle or busy; the shares of all workers add up to
+//!   the configured total;
+//! - a request that finds no free connection waits its turn, for at most
+//!   `timeouts.origin_response_header`, and then gets a 503;
+//! - waiting requests are served fewest-held-first: a request from a client
+//!   connection that holds no origin connection goes before one from a
+//!   client connection that already holds many;
+//! - the last quarter of a worker's connections is kept for client
+//!   connections that hold none yet, so a few greedy or stalled clients
+//!   can never take every connection from the others.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::AsyncWrite;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
-use tower::limit::ConcurrencyLimit;
-use tower::timeout::Timeout;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tokio::sync::oneshot;
 
 use crate::config::{Config, OriginAddr};
 use crate::error::{BoxError, ProxyError};
@@ -26,198 +47,511 @@ use crate::error::{BoxError, ProxyError};
 /// The body of a request sent to the origin.
 pub type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
 
-type OriginCall = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
+type Sender = http1::SendRequest<OriginBody>;
 
-type Stack = Timeout<ConcurrencyLimit<Client<OriginConnector, OriginBody>>>;
+/// What one client connection holds of the origin, for fair sharing.
+#[derive(Debug, Default)]
+pub struct ClientShare {
+    held: AtomicUsize,
+}
 
-/// A handle to the origin, cheap to clone; clones share the pool and the
-/// concurrency limit.
+impl ClientShare {
+    /// Origin connections this client connection holds right now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// A handle to this worker's origin pool, cheap to clone.
 #[derive(Clone)]
 pub struct Origin {
-    stack: Stack,
-    /// The URI authority every origin request carries (never the client's:
-    /// the origin address comes from config only, so no request can make the
-    /// proxy connect elsewhere).
-    authority: http::uri::Authority,
-    header_timeout: std::time::Duration,
+    pool: Arc<Pool>,
+}
+
+/// Where the origin listens.
+#[derive(Debug, Clone)]
+enum Address {
+    /// An IP address: connect directly, no name lookup.
+    Ip(SocketAddr),
+    /// A host name, looked up at each new connection.
+    Name(String, u16),
+    Unix(PathBuf),
+}
+
+struct Pool {
+    address: Address,
+    builder: http1::Builder,
+    connect_timeout: Duration,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    /// Connections this worker may have open, idle or busy.
+    limit: usize,
+    /// Free connections kept for client connections that hold none.
+    reserve: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Connections open or being opened.
+    open: usize,
+    /// Idle connections, most recently used last.
+    idle: Vec<Idle>,
+    /// Requests waiting for a connection, in arrival order.
+    waiters: Vec<Waiter>,
+    next_waiter: u64,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+struct Waiter {
+    id: u64,
+    share: Arc<ClientShare>,
+    grant: oneshot::Sender<Grant>,
+}
+
+/// A connection handed to a request.
+enum Grant {
+    /// An idle keep-alive connection.
+    Idle(Sender),
+    /// Permission to open a new connection; the slot is already counted.
+    Connect(Slot),
+}
+
+/// One counted connection slot. Dropping it gives the slot back (to a
+/// waiting request, or to the pool), so a connect that fails or a grant
+/// nobody took never leaks capacity.
+struct Slot {
+    /// `None` once the slot has been counted down by other means.
+    pool: Option<Weak<Pool>>,
+}
+
+impl Slot {
+    fn new(pool: &Arc<Pool>) -> Slot {
+        Slot {
+            pool: Some(Arc::downgrade(pool)),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take().and_then(|pool| pool.upgrade()) {
+            pool.slot_freed();
+        }
+    }
+}
+
+/// Marks a client connection as holding one origin connection.
+struct Held(Arc<ClientShare>);
+
+impl Held {
+    fn new(share: &Arc<ClientShare>) -> Held {
+        share.held.fetch_add(1, Ordering::Relaxed);
+        Held(share.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Origin {
-    pub fn new(config: &Config) -> Result<Origin, ProxyError> {
-        let connector = OriginConnector::new(config);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.origin.pool_idle_timeout)
-            .pool_max_idle_per_host(config.origin.max_idle_per_host)
-            .http1_max_buf_size(config.origin.max_response_header_bytes.max(8192))
-            .http1_max_headers(200)
-            // Host is written from the client's authority by the proxy.
-            .set_host(false)
-            .build(connector);
-        let authority = match &config.origin.addr {
-            OriginAddr::Tcp { host, port } => format!("{}:{port}", bracket(host)),
-            OriginAddr::Unix(_) => "localhost".to_string(),
+    /// The pool of one worker out of `workers`: it gets an even share of
+    /// `origin.max_concurrent_requests` and of `origin.max_idle_connections`.
+    pub fn new(config: &Config, workers: usize) -> Result<Origin, ProxyError> {
+        let workers = workers.max(1);
+        let origin = &config.origin;
+        let limit = origin.max_concurrent_requests.div_ceil(workers).max(1);
+        let address = match &origin.addr {
+            OriginAddr::Tcp { host, port } => match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Address::Ip(SocketAddr::new(ip, *port)),
+                Err(_) => Address::Name(host.clone(), *port),
+            },
+            OriginAddr::Unix(path) => Address::Unix(path.clone()),
         };
-        let authority = authority
-            .parse()
-            .map_err(|_| ProxyError::Unavailable("origin address is not a valid authority"))?;
-        Ok(Origin {
-            stack: stack(client, config),
-            authority,
+        let mut builder = http1::Builder::new();
+        builder
+            .max_buf_size(origin.max_response_header_bytes.max(8192))
+            .max_headers(200);
+        let pool = Arc::new(Pool {
+            address,
+            builder,
+            connect_timeout: config.timeouts.origin_connect,
             header_timeout: config.timeouts.origin_response_header,
-        })
+            idle_timeout: origin.pool_idle_timeout,
+            max_idle: origin.max_idle_per_host.div_ceil(workers),
+            limit,
+            reserve: limit / 4,
+            state: Mutex::new(State::default()),
+        });
+        spawn_idle_sweeper(&pool);
+        Ok(Origin { pool })
     }
 
-    /// The absolute URI hyper-util needs to pick a pooled connection; the
-    /// request line it writes is origin-form.
+    /// The request target the origin sees: origin-form, `/path?query`.
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
         Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| ProxyError::BadRequest("invalid request target"))
     }
 
-    /// Send a request and wait for the response head.
-    ///
-    /// The future is spelled out as `Send + 'static` so that callers in
-    /// spawned tasks need no higher-ranked reasoning about the boxed errors.
+    /// Send a request for the client connection `share` and wait for the
+    /// response head. The origin connection stays held by the response
+    /// body until it is read to the end or dropped.
     pub fn send(
         &self,
         request: Request<OriginBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'static {
-        // Boxing pins down the trait-object lifetimes of the tower future
-        // here, where they are concrete.
-        let call: OriginCall = Box::pin(self.stack.clone().oneshot(request));
-        let header_timeout = self.header_timeout;
-        async move { call.await.map_err(|error| classify(error, header_timeout)) }
+        share: &Arc<ClientShare>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'static {
+        let pool = self.pool.clone();
+        let share = share.clone();
+        async move { pool.send(request, share).await }
+    }
+
+    /// Connections open (idle or busy) in this worker's pool.
+    pub fn open_connections(&self) -> usize {
+        self.pool.lock().open
     }
 }
 
-fn classify(error: BoxError, header_timeout: std::time::Duration) -> ProxyError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        return ProxyError::OriginTimeout(header_timeout);
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the counts in a
+        // state worse than a poisoned one; keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-    match error.downcast::<hyper_util::client::legacy::Error>() {
-        Ok(error) if error.is_connect() => ProxyError::OriginConnect(error),
-        Ok(error) => ProxyError::OriginProtocol(error),
-        Err(other) => ProxyError::OriginProtocol(other),
-    }
-}
 
-/// The origin stack, outermost layer first.
-fn stack(client: Client<OriginConnector, OriginBody>, config: &Config) -> Stack {
-    ServiceBuilder::new()
-        // The origin must start answering in time, or the client gets a 504.
-        .timeout(config.timeouts.origin_response_header)
-        // Bound requests in flight so a client flood cannot open unbounded
-        // origin connections (each cancelled HTTP/1.1 exchange costs one).
-        .concurrency_limit(config.origin.max_concurrent_requests)
-        .service(client)
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
-}
-
-/// Connects to the configured origin, whatever URI the request carries.
-#[derive(Clone)]
-pub struct OriginConnector {
-    inner: ConnectorKind,
-}
-
-#[derive(Clone)]
-enum ConnectorKind {
-    Tcp(HttpConnector, Uri),
-    Unix(PathBuf),
-}
-
-impl OriginConnector {
-    fn new(config: &Config) -> OriginConnector {
-        let inner = match &config.origin.addr {
-            OriginAddr::Tcp { host, port } => {
-                let mut http = HttpConnector::new();
-                http.set_connect_timeout(Some(config.timeouts.origin_connect));
-                http.set_nodelay(true);
-                http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-                let uri = format!("http://{}:{port}/", bracket(host))
-                    .parse()
-                    .unwrap_or_else(|_| Uri::from_static("http://127.0.0.1/"));
-                ConnectorKind::Tcp(http, uri)
+    async fn send(
+        self: Arc<Self>,
+        mut request: Request<OriginBody>,
+        share: Arc<ClientShare>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        // A reused connection may turn out closed before the request was
+        // written; the request then comes back and gets a new connection.
+        for _attempt in 0..3 {
+            let grant = self.acquire(&share).await?;
+            let held = Held::new(&share);
+            let (mut sender, slot_reused) = match grant {
+                Grant::Idle(sender) => (sender, true),
+                Grant::Connect(slot) => (self.connect(slot).await?, false),
+            };
+            if slot_reused && !sender.is_ready() {
+                // The previous response's end has not reached the
+                // connection task yet; it takes one turn of its loop.
+                let ready = tokio::time::timeout(self.connect_timeout, sender.ready()).await;
+                if !matches!(ready, Ok(Ok(()))) {
+                    continue;
+                }
             }
-            OriginAddr::Unix(path) => ConnectorKind::Unix(path.clone()),
+            let sent =
+                tokio::time::timeout(self.header_timeout, sender.try_send_request(request)).await;
+            match sent {
+                Err(_) => return Err(ProxyError::OriginTimeout(self.header_timeout)),
+                Ok(Ok(response)) => {
+                    let lease = Lease {
+                        pool: Arc::downgrade(&self),
+                        sender: Some(sender),
+                        _held: held,
+                    };
+                    return Ok(response.map(|body| ResponseBody::new(body, lease)));
+                }
+                Ok(Err(mut error)) => match error.take_message() {
+                    Some(unsent) if slot_reused => request = unsent,
+                    _ => return Err(classify(error.into_error())),
+                },
+            }
+        }
+        Err(ProxyError::Unavailable(
+            "origin connections kept closing before a request could be sent",
+        ))
+    }
+
+    /// Take a connection (or the right to open one), waiting when none is
+    /// free.
+    async fn acquire(self: &Arc<Self>, share: &Arc<ClientShare>) -> Result<Grant, ProxyError> {
+        let (id, waiting) = {
+            let mut state = self.lock();
+            if let Some(grant) = self.try_take(&mut state, share) {
+                return Ok(grant);
+            }
+            let (grant, waiting) = oneshot::channel();
+            let id = state.next_waiter;
+            state.next_waiter += 1;
+            state.waiters.push(Waiter {
+                id,
+                share: share.clone(),
+                grant,
+            });
+            (id, waiting)
         };
-        OriginConnector { inner }
+        match tokio::time::timeout(self.header_timeout, waiting).await {
+            Ok(Ok(grant)) => Ok(grant),
+            Ok(Err(_)) => Err(ProxyError::Unavailable("origin pool closed")),
+            Err(_) => {
+                self.lock().waiters.retain(|w| w.id != id);
+                Err(ProxyError::Unavailable("every origin connection is busy"))
+            }
+        }
+    }
+
+    /// A free connection for `share` now, if the rules allow one.
+    fn try_take(self: &Arc<Self>, state: &mut State, share: &ClientShare) -> Option<Grant> {
+        loop {
+            let free = self.limit.saturating_sub(state.open) + state.idle.len();
+            if free == 0 || (free <= self.reserve && share.held() > 0) {
+                return None;
+            }
+            if let Some(idle) = state.idle.pop() {
+                if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
+                    // Dropping the sender closes the connection; its task
+                    // then frees the slot.
+                    continue;
+                }
+                return Some(Grant::Idle(idle.sender));
+            }
+            state.open += 1;
+            return Some(Grant::Connect(Slot::new(self)));
+        }
+    }
+
+    /// The waiter to serve next: fewest connections held, then earliest;
+    /// when only the reserve is left, only a client that holds none.
+    fn next_waiter(&self, state: &mut State) -> Option<Waiter> {
+        let free = self.limit.saturating_sub(state.open) + state.idle.len() + 1;
+        let reserved = free <= self.reserve;
+        let best = state
+            .waiters
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.grant.is_closed())
+            .filter(|(_, w)| !reserved || w.share.held() == 0)
+            .min_by_key(|(_, w)| (w.share.held(), w.id))
+            .map(|(index, _)| index);
+        // Forget waiters that gave up.
+        let best_id = best.map(|index| state.waiters[index].id);
+        state.waiters.retain(|w| !w.grant.is_closed());
+        let index = state.waiters.iter().position(|w| Some(w.id) == best_id)?;
+        Some(state.waiters.remove(index))
+    }
+
+    /// Hand `grant` to the waiter to serve next; it comes back when no
+    /// waiter may take it.
+    fn offer(&self, state: &mut State, mut grant: Grant) -> Option<Grant> {
+        while let Some(waiter) = self.next_waiter(state) {
+            match waiter.grant.send(grant) {
+                Ok(()) => return None,
+                // That request gave up in the meantime: try the next one.
+                Err(back) => grant = back,
+            }
+        }
+        Some(grant)
+    }
+
+    /// A connection whose response was read to the end comes back.
+    fn check_in(self: &Arc<Self>, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut state = self.lock();
+        let unused = self.offer(&mut state, Grant::Idle(sender));
+        if let Some(Grant::Idle(sender)) = unused {
+            if state.idle.len() < self.max_idle {
+                state.idle.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+            // Otherwise the sender drops here and the connection closes;
+            // its task frees the slot later, outside this lock.
+        }
+    }
+
+    /// A connection closed (or was never opened): hand its slot to a
+    /// waiting request, or count it as free.
+    fn slot_freed(self: &Arc<Self>) {
+        let mut state = self.lock();
+        let slot = Slot::new(self);
+        if let Some(Grant::Connect(mut slot)) = self.offer(&mut state, Grant::Connect(slot)) {
+            state.open = state.open.saturating_sub(1);
+            // Counted down just above; its drop must not count it again.
+            slot.pool = None;
+        }
+    }
+
+    /// Open a new connection in `slot`.
+    async fn connect(&self, slot: Slot) -> Result<Sender, ProxyError> {
+        let stream = tokio::time::timeout(self.connect_timeout, self.open_stream())
+            .await
+            .map_err(|_| {
+                ProxyError::OriginConnect(
+                    format!("no connection within {:?}", self.connect_timeout).into(),
+                )
+            })?
+            .map_err(|error| ProxyError::OriginConnect(error.into()))?;
+        let (sender, connection) = self
+            .builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| ProxyError::OriginConnect(error.into()))?;
+        tokio::spawn(async move {
+            // The slot is freed when the connection ends.
+            let _slot = slot;
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "origin connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn open_stream(&self) -> io::Result<OriginStream> {
+        match &self.address {
+            Address::Ip(address) => {
+                let stream = TcpStream::connect(address).await?;
+                stream.set_nodelay(true)?;
+                Ok(OriginStream::Tcp(stream))
+            }
+            Address::Name(host, port) => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Ok(OriginStream::Tcp(stream))
+            }
+            Address::Unix(path) => UnixStream::connect(path)
+                .await
+                .map(OriginStream::Unix)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Close idle connections that have been idle too long.
+    fn sweep(&self) {
+        let mut state = self.lock();
+        let timeout = self.idle_timeout;
+        state
+            .idle
+            .retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < timeout);
     }
 }
 
-type ConnectFuture = Pin<Box<dyn Future<Output = Result<OriginStream, BoxError>> + Send>>;
+/// Close idle connections past `pool_idle_timeout` even when no request
+/// comes to notice them; stops when the pool is gone.
+fn spawn_idle_sweeper(pool: &Arc<Pool>) {
+    let period = (pool.idle_timeout / 2).max(Duration::from_millis(100));
+    let weak = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(pool) => pool.sweep(),
+                None => return,
+            }
+        }
+    });
+}
 
-impl Service<Uri> for OriginConnector {
-    type Response = OriginStream;
-    type Error = BoxError;
-    type Future = ConnectFuture;
+fn classify(error: hyper::Error) -> ProxyError {
+    ProxyError::OriginProtocol(error.into())
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match &mut self.inner {
-            ConnectorKind::Tcp(http, _) => http.poll_ready(cx).map_err(Into::into),
-            ConnectorKind::Unix(_) => Poll::Ready(Ok(())),
+/// A connection in use by one exchange.
+struct Lease {
+    pool: Weak<Pool>,
+    sender: Option<Sender>,
+    _held: Held,
+}
+
+impl Lease {
+    /// The response was read to the end: the connection may be reused.
+    fn finish(mut self) {
+        if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
+            pool.check_in(sender);
         }
     }
+}
 
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        match &mut self.inner {
-            ConnectorKind::Tcp(http, target) => {
-                let connecting = http.call(target.clone());
-                Box::pin(async move {
-                    let io = connecting.await?;
-                    Ok(OriginStream::Tcp(io.into_inner()))
-                })
-            }
-            ConnectorKind::Unix(path) => {
-                let path = path.clone();
-                Box::pin(async move {
-                    let stream = UnixStream::connect(&path).await.map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
-                    Ok(OriginStream::Unix(stream))
-                })
+pin_project_lite::pin_project! {
+    /// An origin response body. It holds the origin connection until it is
+    /// read to the end, then hands it back to the pool at once; dropped
+    /// early, it closes the connection (HTTP/1.1 cannot abandon a response
+    /// and keep the connection).
+    pub struct ResponseBody {
+        #[pin]
+        inner: Incoming,
+        lease: Option<Lease>,
+    }
+}
+
+impl ResponseBody {
+    fn new(inner: Incoming, lease: Lease) -> ResponseBody {
+        let lease = if inner.is_end_stream() {
+            lease.finish();
+            None
+        } else {
+            Some(lease)
+        };
+        ResponseBody { inner, lease }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(lease) = this.lease.take() {
+                lease.finish();
             }
         }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
 /// A connection to the origin.
-pub enum OriginStream {
+enum OriginStream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
-impl Connection for OriginStream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for OriginStream {
+impl tokio::io::AsyncRead for OriginStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            OriginStream::Tcp(s) => Pin::new(&mut TokioIo::new(s)).poll_read(cx, buf),
-            OriginStream::Unix(s) => Pin::new(&mut TokioIo::new(s)).poll_read(cx, buf),
+            OriginStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            OriginStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
-impl hyper::rt::Write for OriginStream {
+impl tokio::io::AsyncWrite for OriginStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use http_body_util::Full;
 
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::origin::{Origin, OriginBody};
+use crate::origin::{ClientShare, Origin, OriginBody, ResponseBody};
 
 /// The client-facing protocol of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct ConnContext {
     /// The connection arrived over TLS (so the request scheme is https).
     pub secure: bool,
     pub protocol: Protocol,
+    /// What this connection holds of the origin pool (fair sharing).
+    pub share: Arc<ClientShare>,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -58,6 +61,7 @@ impl ConnContext {
             local,
             secure,
             protocol,
+            share: Arc::new(ClientShare::default()),
         }
     }
 
@@ -534,12 +538,10 @@ pub fn log_error(error: &ProxyError, ctx: &ConnContext, path: &str) {
 pub async fn forward(
     origin: &Origin,
     request: Request<OriginBody>,
-) -> (
-    Result<Response<hyper::body::Incoming>, ProxyError>,
-    Duration,
-) {
+    ctx: &ConnContext,
+) -> (Result<Response<ResponseBody>, ProxyError>, Duration) {
     let started = Instant::now();
-    let result = origin.send(request).await;
+    let result = origin.send(request, &ctx.share).await;
     (result, started.elapsed())
 }
 

@@ -75,6 +75,9 @@ pub struct Facts<'a> {
     pub path_and_query: &'a str,
     /// 103 for an early-hints response, otherwise the final status.
     pub status: u16,
+    /// The authority is one this proxy answers for (see
+    /// [`crate::tls::ServerNames`]); pushes go out under no other.
+    pub authority_served: bool,
     pub client: ClientPush,
     /// Whether the client is known to hold a path already (its cache
     /// digest says so); `None` when cache digests are off.
@@ -137,6 +140,9 @@ pub enum Reason {
     Anchor,
     /// The client's cache digest says it holds the resource already.
     Cached,
+    /// The request's authority is not a name this proxy serves: a push
+    /// under it would plant content for another site.
+    ForeignAuthority,
 }
 
 impl Reason {
@@ -158,16 +164,18 @@ impl Reason {
             Reason::CredentialedDestination => "credentialed-destination",
             Reason::Anchor => "anchor",
             Reason::Cached => "cached",
+            Reason::ForeignAuthority => "foreign-authority",
         }
     }
 
     /// Every reason, in rule order.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::NoPush,
         Reason::Anchor,
         Reason::NotEligibleMethod,
         Reason::NotEligibleStatus,
         Reason::CrossOrigin,
+        Reason::ForeignAuthority,
         Reason::SelfRef,
         Reason::CredentialedDestination,
         Reason::PushDisabled,
@@ -632,6 +640,9 @@ pub fn decide(
                 let Ok(resolved) = resolve(link.target(), &base) else {
                     break 'rules Reason::CrossOrigin;
                 };
+                if !facts.authority_served {
+                    break 'rules Reason::ForeignAuthority;
+                }
                 let resolved = path.insert(resolved);
                 if *resolved == own_path {
                     break 'rules Reason::SelfRef;
@@ -718,6 +729,70 @@ pub fn decide(
     }
 }
 
+/// Why a pushed response is cancelled (its stream reset) instead of sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// An error, or a 304 answering a request the client never made.
+    Status,
+    /// `Set-Cookie`: one visitor's state must not ride on a push.
+    SetsCookie,
+    /// `Vary: Cookie`, `Authorization` or `*`: the response depends on
+    /// credentials that the pushed request, by design, did not carry.
+    VariesOnCredentials,
+    /// `Cache-Control: private` or `no-store`, with `push.cancel_uncacheable`.
+    Uncacheable,
+}
+
+impl Cancel {
+    /// Stable short text, for logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cancel::Status => "origin status not pushable",
+            Cancel::SetsCookie => "origin response sets a cookie",
+            Cancel::VariesOnCredentials => "origin response varies on credentials",
+            Cancel::Uncacheable => "origin response is private or no-store",
+        }
+    }
+}
+
+/// Whether the origin's response to a promised request may be pushed.
+///
+/// A browser hands a pushed response to the page that caused it even when
+/// the response may not be cached (RFC 9113 §8.4), so `private` and
+/// `no-store` pushes are sent unless `cancel_uncacheable` says otherwise:
+/// many legacy apps mark everything `no-store`. What is never pushed is a
+/// response that carries or depends on one visitor's credentials.
+pub fn check_pushed_response(
+    status: u16,
+    headers: &http::HeaderMap,
+    cancel_uncacheable: bool,
+) -> Result<(), Cancel> {
+    if status >= 400 || status == 304 {
+        return Err(Cancel::Status);
+    }
+    if headers.contains_key(http::header::SET_COOKIE) {
+        return Err(Cancel::SetsCookie);
+    }
+    let has_token = |name: http::header::HeaderName, tokens: &[&str]| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',').any(|t| {
+                    tokens
+                        .iter()
+                        .any(|token| t.trim().eq_ignore_ascii_case(token))
+                })
+            })
+        })
+    };
+    if has_token(http::header::VARY, &["cookie", "authorization", "*"]) {
+        return Err(Cancel::VariesOnCredentials);
+    }
+    if cancel_uncacheable && has_token(http::header::CACHE_CONTROL, &["private", "no-store"]) {
+        return Err(Cancel::Uncacheable);
+    }
+    Ok(())
+}
+
 /// The `Accept` header for a pushed request, from the link's `as=` value
 /// (values browsers send for that destination).
 pub fn accept_for_destination(dest: Option<&str>) -> &'static str {
@@ -758,6 +833,7 @@ mod tests {
             scheme: "https",
             authority: "example.com",
             path_and_query: "/index.html",
+            authority_served: true,
             status: 200,
             client: ENABLED,
             cached: None,
@@ -834,6 +910,9 @@ mod tests {
             r("javascript", "<javascript:alert(1)>; rel=preload", &[(Keep, CrossOrigin)]),
             r("unsafe path", "</a/%2e%2e/b.css>; rel=preload, </a%2Fb.css>; rel=preload", &[(Keep, CrossOrigin), (Keep, CrossOrigin)]),
             r("same origin absolute", "<https://EXAMPLE.com:443/a.css>; rel=preload", &[(Push, Pushed)]),
+            // 5b. an authority the proxy does not serve
+            Row { name: "foreign authority", facts: |f| f.authority_served = false, ..r("", "</a.css>; rel=preload, </b.css>; rel=push", &[(Keep, ForeignAuthority), (Rewrite, ForeignAuthority)]) },
+            Row { name: "cross-origin beats foreign authority", facts: |f| f.authority_served = false, ..r("", "<https://cdn.example.com/a.css>; rel=preload", &[(Keep, CrossOrigin)]) },
             // 6. self
             r("self", "</index.html>; rel=preload", &[(Keep, SelfRef)]),
             r("self empty", "<>; rel=push", &[(Rewrite, SelfRef)]),
@@ -922,6 +1001,7 @@ mod tests {
                 "not-eligible-method",
                 "not-eligible-status",
                 "cross-origin",
+                "foreign-authority",
                 "self",
                 "credentialed-destination",
                 "push-disabled",
@@ -1476,5 +1556,117 @@ mod tests {
                 let _ = plan.link_lines();
             }
         }
+    }
+
+    #[test]
+    fn pushed_responses_are_cancelled_only_for_credentials_unless_configured() {
+        type Row = (
+            u16,
+            &'static [(&'static str, &'static str)],
+            bool,
+            Result<(), Cancel>,
+        );
+        let table: &[Row] = &[
+            (200, &[], false, Ok(())),
+            (200, &[("cache-control", "no-store")], false, Ok(())),
+            (
+                200,
+                &[("cache-control", "private, max-age=0")],
+                false,
+                Ok(()),
+            ),
+            (
+                200,
+                &[("cache-control", "no-cache, private")],
+                false,
+                Ok(()),
+            ),
+            (
+                200,
+                &[("cache-control", "no-store")],
+                true,
+                Err(Cancel::Uncacheable),
+            ),
+            (
+                200,
+                &[("cache-control", "max-age=60, Private")],
+                true,
+                Err(Cancel::Uncacheable),
+            ),
+            (200, &[("cache-control", "max-age=60")], true, Ok(())),
+            (
+                200,
+                &[("set-cookie", "a=b")],
+                false,
+                Err(Cancel::SetsCookie),
+            ),
+            (
+                200,
+                &[("vary", "Accept-Encoding, Cookie")],
+                false,
+                Err(Cancel::VariesOnCredentials),
+            ),
+            (
+                200,
+                &[("vary", "authorization")],
+                false,
+                Err(Cancel::VariesOnCredentials),
+            ),
+            (
+                200,
+                &[("vary", "*")],
+                false,
+                Err(Cancel::VariesOnCredentials),
+            ),
+            (200, &[("vary", "accept-encoding")], false, Ok(())),
+            (204, &[], false, Ok(())),
+            (301, &[], false, Ok(())),
+            (304, &[], false, Err(Cancel::Status)),
+            (404, &[], false, Err(Cancel::Status)),
+            (500, &[], false, Err(Cancel::Status)),
+        ];
+        for (status, fields, cancel_uncacheable, want) in table {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in *fields {
+                headers.append(
+                    http::header::HeaderName::from_static(name),
+                    http::HeaderValue::from_static(value),
+                );
+            }
+            assert_eq!(
+                check_pushed_response(*status, &headers, *cancel_uncacheable),
+                *want,
+                "{status} {fields:?} cancel_uncacheable={cancel_uncacheable}"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_is_pushed_under_an_authority_the_proxy_does_not_serve() {
+        let mut facts = facts();
+        facts.authority_served = false;
+        let plan = decide(
+            &Policy::default(),
+            &facts,
+            &[
+                "</a.css>; rel=preload; as=style",
+                "</b.js>; rel=push; as=script",
+            ],
+            &mut Diary::default(),
+            &mut ResponseState::default(),
+        );
+        let got: Vec<(Action, Reason)> = plan
+            .decisions()
+            .iter()
+            .map(|d| (d.action, d.reason))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Action::Keep, Reason::ForeignAuthority),
+                (Action::Rewrite, Reason::ForeignAuthority)
+            ]
+        );
+        assert_eq!(plan.link_lines()[1], "</b.js>; rel=preload; as=script");
     }
 }

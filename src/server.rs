@@ -27,12 +27,12 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::frontend;
+use crate::frontend::{self, WriteDeadline};
 use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::proxy::{ConnContext, Protocol};
 use crate::push;
-use crate::tls::{self, TlsError};
+use crate::tls::{self, ServerNames, TlsError};
 
 /// A bound listening socket and how to speak on it.
 pub struct Listener {
@@ -85,19 +85,27 @@ pub struct Global {
     /// Validators of assets seen, when `[push] cache_digest` is on.
     pub validators: Option<Arc<crate::digest::Validators>>,
     acceptor: Option<TlsAcceptor>,
+    /// The names pushes may be promised under.
+    names: Arc<ServerNames>,
     /// Client connections open at once, over all workers.
     limit: Arc<Semaphore>,
     policy: push::Policy,
+    /// How many workers share the origin connection limit.
+    workers: usize,
 }
 
 impl Global {
     /// Build the process-wide state; loads (or generates) the certificate,
     /// so a bad one fails here, before anything listens.
-    pub fn new(config: Arc<Config>) -> Result<Global, ServerError> {
-        let acceptor = match &config.tls.source {
-            Some(source) => Some(tls::acceptor(source)?),
-            None => None,
+    pub fn new(config: Arc<Config>, workers: usize) -> Result<Global, ServerError> {
+        let (acceptor, leaf) = match &config.tls.source {
+            Some(source) => {
+                let built = tls::acceptor(source)?;
+                (Some(built.acceptor), Some(built.leaf))
+            }
+            None => (None, None),
         };
+        let names = Arc::new(ServerNames::new(&config.server.names, leaf));
         Ok(Global {
             metrics: Arc::new(Metrics::default()),
             learned: config
@@ -110,8 +118,10 @@ impl Global {
                 ))
             }),
             acceptor,
+            names,
             limit: Arc::new(Semaphore::new(config.limits.max_connections)),
             policy: policy(&config.push),
+            workers: workers.max(1),
             config,
         })
     }
@@ -128,6 +138,8 @@ pub struct Shared {
     pub policy: push::Policy,
     pub learned: Option<Arc<crate::hints::LearnedHints>>,
     pub validators: Option<Arc<crate::digest::Validators>>,
+    /// The names pushes may be promised under.
+    pub names: Arc<ServerNames>,
 }
 
 /// Run the proxy on already-bound listeners until `shutdown` completes, then
@@ -139,7 +151,7 @@ pub async fn run(
     listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    run_worker(Global::new(config)?, listeners, shutdown, true).await
+    run_worker(Global::new(config, 1)?, listeners, shutdown, true).await
 }
 
 /// One worker: accept on `listeners` with this runtime until `shutdown`,
@@ -157,7 +169,8 @@ pub async fn run_worker(
         return Err(ServerError::NoCertificate);
     }
     let shared = Arc::new(Shared {
-        origin: Origin::new(&config)?,
+        origin: Origin::new(&config, global.workers)?,
+        names: global.names.clone(),
         policy: global.policy.clone(),
         learned: global.learned.clone(),
         validators: global.validators.clone(),
@@ -279,6 +292,7 @@ async fn serve_connection(
     shared: &Arc<Shared>,
 ) {
     let timeouts = &shared.config.timeouts;
+    let stream = WriteDeadline::new(stream, timeouts.client_write);
     match acceptor {
         Some(acceptor) => {
             let tls =
@@ -328,7 +342,7 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Read just enough of a cleartext connection to tell h2c prior knowledge
 /// from HTTP/1.1; the bytes read are replayed to whichever frontend serves it.
-async fn sniff_preface(mut stream: TcpStream) -> io::Result<(Prefixed<TcpStream>, bool)> {
+async fn sniff_preface<IO: AsyncRead + Unpin>(mut stream: IO) -> io::Result<(Prefixed<IO>, bool)> {
     let mut buf = [0u8; 24];
     let mut filled = 0;
     while filled < buf.len() {

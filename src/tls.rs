@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -86,8 +86,79 @@ pub fn self_signed() -> Result<(CertifiedPair, String), TlsError> {
     Ok((CertifiedPair { chain, key }, pem))
 }
 
+/// The host names this proxy answers for, which are the only authorities
+/// it promises pushes under (a client can send any `:authority`, and a
+/// push under a name the proxy does not serve would let it plant content
+/// for another site in the client's push cache).
+#[derive(Debug, Clone, Default)]
+pub struct ServerNames {
+    /// Configured names, lower case; `*.example.com` covers one label.
+    configured: Vec<String>,
+    /// The leaf certificate, when no names are configured.
+    cert: Option<CertificateDer<'static>>,
+}
+
+impl ServerNames {
+    /// `configured` names when there are any, else those of `cert`.
+    pub fn new(configured: &[String], cert: Option<CertificateDer<'static>>) -> ServerNames {
+        ServerNames {
+            configured: configured.to_vec(),
+            cert: if configured.is_empty() { cert } else { None },
+        }
+    }
+
+    /// Whether `authority` (`host`, `host:port`, `[v6]:port`) names this
+    /// proxy.
+    pub fn serves(&self, authority: &str) -> bool {
+        let Some(host) = host_of(authority) else {
+            return false;
+        };
+        if !self.configured.is_empty() {
+            return self.configured.iter().any(|name| name_matches(name, &host));
+        }
+        let Some(der) = &self.cert else {
+            return false;
+        };
+        let (Ok(cert), Ok(name)) = (
+            webpki::EndEntityCert::try_from(der),
+            ServerName::try_from(host.as_str()),
+        ) else {
+            return false;
+        };
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    }
+}
+
+/// The lower-case host of an authority, without port or brackets.
+fn host_of(authority: &str) -> Option<String> {
+    let authority: http::uri::Authority = authority.parse().ok()?;
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// A configured name against a lower-case host: exact, or `*.suffix`
+/// covering exactly one more label.
+fn name_matches(name: &str, host: &str) -> bool {
+    match name.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => name == host,
+    }
+}
+
+/// The acceptor and the leaf certificate it serves.
+pub struct Acceptor {
+    pub acceptor: TlsAcceptor,
+    pub leaf: CertificateDer<'static>,
+}
+
 /// Build the acceptor for a certificate source.
-pub fn acceptor(source: &TlsSource) -> Result<TlsAcceptor, TlsError> {
+pub fn acceptor(source: &TlsSource) -> Result<Acceptor, TlsError> {
     let pair = match source {
         TlsSource::Files { cert, key } => {
             let pair = load_pair(cert, key)?;
@@ -102,7 +173,11 @@ pub fn acceptor(source: &TlsSource) -> Result<TlsAcceptor, TlsError> {
             self_signed()?.0
         }
     };
-    Ok(TlsAcceptor::from(Arc::new(server_config(pair)?)))
+    let leaf = pair.chain[0].clone();
+    Ok(Acceptor {
+        acceptor: TlsAcceptor::from(Arc::new(server_config(pair)?)),
+        leaf,
+    })
 }
 
 /// A rustls server config with our ALPN list and the ring provider.
@@ -133,5 +208,44 @@ fn check_match(pair: &CertifiedPair, cert: &Path, key: &Path) -> Result<(), TlsE
         // The key's public half could not be extracted (some key types):
         // nothing to compare, the handshake will tell.
         Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_names_match_exactly_or_one_wildcard_label() {
+        let names = ServerNames::new(
+            &["shop.example".to_string(), "*.cdn.example".to_string()],
+            None,
+        );
+        let table = [
+            ("shop.example", true),
+            ("SHOP.example:443", true),
+            ("shop.example.", true),
+            ("a.cdn.example", true),
+            ("a.b.cdn.example", false),
+            ("cdn.example", false),
+            ("attacker.example", false),
+            ("shop.example.attacker", false),
+            ("", false),
+        ];
+        for (authority, want) in table {
+            assert_eq!(names.serves(authority), want, "{authority}");
+        }
+    }
+
+    #[test]
+    fn certificate_names_are_used_when_none_are_configured() {
+        let (pair, _) = self_signed().expect("generate");
+        let names = ServerNames::new(&[], Some(pair.chain[0].clone()));
+        assert!(names.serves("localhost:8443"));
+        assert!(names.serves("127.0.0.1:8443"));
+        assert!(names.serves("[::1]:8443"));
+        assert!(!names.serves("attacker.example"));
+        assert!(!names.serves("127.0.0.2"));
+        assert!(!ServerNames::default().serves("localhost"));
     }
 }

@@ -324,7 +324,9 @@ async fn h2_idle_connection_without_streams_gets_goaway_after_the_idle_timeout()
 async fn h2_zero_window_client_gets_goaway_after_the_idle_timeout() {
     bounded(async {
         let origin = TestOrigin::routes(site()).await;
-        let extra = "[timeouts]\nclient_idle = \"400ms\"\nshutdown_grace = \"200ms\"\n";
+        // The stalled stream is reset after client_write, and the then idle
+        // connection gets its GOAWAY after client_idle.
+        let extra = "[timeouts]\nclient_idle = \"400ms\"\nclient_write = \"200ms\"\nshutdown_grace = \"200ms\"\n";
         let proxy = TestProxy::start(&origin.url(), extra).await;
         let mut raw =
             RawH2::connect_with_settings(&proxy, &[(h2setting::INITIAL_WINDOW_SIZE, 0)]).await;

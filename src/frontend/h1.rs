@@ -23,12 +23,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::CappedBody;
 use crate::error::{BoxError, ProxyError};
 use crate::hints;
+use crate::origin::ResponseBody;
 use crate::proxy::{self, AccessRecord, ConnContext};
 use crate::push::{self, ClientPush, ResponseState};
 use crate::server::Shared;
 
 /// A response body toward an HTTP/1.1 client.
-pub type H1Body = Logged<Either<Incoming, Full<Bytes>>>;
+pub type H1Body = Logged<Either<ResponseBody, Full<Bytes>>>;
 
 /// Serve one HTTP/1.1 connection.
 pub async fn serve<IO>(io: IO, ctx: ConnContext, shared: Arc<Shared>)
@@ -109,7 +110,7 @@ async fn handle(
         Ok(request) => request,
         Err(error) => return fail(log, &error),
     };
-    let (result, origin_time) = proxy::forward(&shared.origin, origin_request).await;
+    let (result, origin_time) = proxy::forward(&shared.origin, origin_request, ctx).await;
     log.origin_time = Some(origin_time);
     let response = result.and_then(|response| {
         let (mut head, body) = response.into_parts();
@@ -146,6 +147,7 @@ async fn handle(
             authority: &target.authority,
             path_and_query: &target.path_and_query,
             status: head.status.as_u16(),
+            authority_served: shared.names.serves(&target.authority),
             client: ClientPush::Http1,
             cached: None,
         };

@@ -19,7 +19,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -31,7 +30,7 @@ use crate::digest::{self, CacheDigest};
 use crate::error::ProxyError;
 use crate::hints;
 use crate::link::{parse_field, serialize_field, Element};
-use crate::origin::OriginBody;
+use crate::origin::{OriginBody, ResponseBody};
 use crate::proxy::{self, AccessRecord, ConnContext, Target};
 use crate::push::{self, ClientPush, Diary, Plan, ResponseState};
 use crate::server::Shared;
@@ -74,8 +73,16 @@ impl Conn {
         if !self.peer.push_enabled() || self.shared.shutdown.is_cancelled() {
             ClientPush::Disabled
         } else {
+            // The client's own stream limit, and ours: each push in
+            // progress may hold its response in memory.
+            let ours =
+                u32::try_from(self.shared.config.push.max_concurrent_pushes).unwrap_or(u32::MAX);
+            let limit = self
+                .peer
+                .max_concurrent_streams()
+                .map_or(ours, |theirs| theirs.min(ours));
             ClientPush::Enabled {
-                max_concurrent_streams: self.peer.max_concurrent_streams(),
+                max_concurrent_streams: Some(limit),
                 pushes_in_flight: self.pushes_in_flight.load(Ordering::Relaxed),
             }
         }
@@ -206,7 +213,7 @@ enum SendError {
     /// The client reset the stream.
     ClientReset(Reason),
     /// The origin's body failed mid-way (truncated, reset, malformed).
-    Origin(hyper::Error),
+    Origin(crate::error::BoxError),
     /// The stream could not be written (connection gone).
     Stream(h2::Error),
     /// The client stopped reading (no flow-control credit in time).
@@ -250,13 +257,17 @@ impl Budget {
 }
 
 /// Stream a body with flow control, watching for client resets.
-async fn send_body(
+async fn send_body<B>(
     send: &mut SendStream<Bytes>,
-    mut body: Incoming,
+    mut body: B,
     limits: &Timeouts,
     budget: Option<&Budget>,
-) -> Result<u64, SendError> {
-    let stall_limit = limits.client_idle;
+) -> Result<u64, SendError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<crate::error::BoxError>,
+{
+    let stall_limit = limits.client_write;
     let mut sent = 0u64;
     loop {
         let frame = tokio::select! {
@@ -282,7 +293,7 @@ async fn send_body(
             }
             Some(Err(error)) => {
                 send.send_reset(Reason::INTERNAL_ERROR);
-                return Err(SendError::Origin(error));
+                return Err(SendError::Origin(error.into()));
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
@@ -488,18 +499,27 @@ async fn handle_request(
         }
     };
     let mut early_hints = watch_informational(&mut origin_request);
-    let forward = proxy::forward(&shared.origin, origin_request);
+    let forward = proxy::forward(&shared.origin, origin_request, &conn.ctx);
     tokio::pin!(forward);
     let outcome = loop {
         tokio::select! {
-            outcome = &mut forward => break Some(outcome),
-            _ = poll_fn(|cx| respond.poll_reset(cx)) => break None,
+            // 103s first: one that arrived in the same read as the final
+            // response is still acted on before it.
+            biased;
             Some(headers) = early_hints.recv() => {
                 let lines = proxy::link_lines(&headers);
                 session.early(&lines, Source::Origin, &mut respond);
             }
+            outcome = &mut forward => break Some(outcome),
+            _ = poll_fn(|cx| respond.poll_reset(cx)) => break None,
         }
     };
+    // hyper hands every 103 to the watcher while it parses the response,
+    // so all that came before the final head are queued by now.
+    while let Ok(headers) = early_hints.try_recv() {
+        let lines = proxy::link_lines(&headers);
+        session.early(&lines, Source::Origin, &mut respond);
+    }
     let Some((result, origin_time)) = outcome else {
         // Dropping the origin future closes its connection: the origin sees
         // the request abort.
@@ -745,6 +765,7 @@ impl<'a> PushSession<'a> {
             authority: &target.authority,
             path_and_query: &target.path_and_query,
             status,
+            authority_served: shared.names.serves(&target.authority),
             client: conn.client_push(),
             cached: held.as_ref().map(|_| push::CachedCheck(&holds)),
         };
@@ -959,7 +980,7 @@ async fn run_push(
         }
     };
     let outcome = tokio::select! {
-        outcome = proxy::forward(&shared.origin, request) => Some(outcome),
+        outcome = proxy::forward(&shared.origin, request, ctx) => Some(outcome),
         _ = poll_fn(|cx| stream.poll_reset(cx)) => None,
     };
     let Some((result, origin_time)) = outcome else {
@@ -981,36 +1002,45 @@ async fn run_push(
             return;
         }
     };
-    if let Err(reason) = pushable(&head)
-        .and_then(|()| proxy::clean_response(&mut head).map_err(|_| "invalid origin response"))
-    {
+    let push_settings = &shared.config.push;
+    let checked = push::check_pushed_response(
+        head.status.as_u16(),
+        &head.headers,
+        push_settings.cancel_uncacheable,
+    )
+    .map_err(push::Cancel::describe)
+    .and_then(|()| proxy::clean_response(&mut head).map_err(|_| "invalid origin response"));
+    if let Err(reason) = checked {
         stream.send_reset(Reason::CANCEL);
         shared.metrics.push_cancelled();
         log(head.status.as_u16(), 0, Some(origin_time), Some(reason));
         return;
     }
-    if let Some(length) = declared_length(&head.headers) {
-        if length > budget.left() {
+    let status = head.status.as_u16();
+    // The whole pushed body is read before the push is answered, within
+    // the byte budget: the push then hands its origin connection back at
+    // once, however slowly the client takes the push.
+    let collected = tokio::select! {
+        collected = collect_within(body, budget, shared.config.timeouts.origin_read) => collected,
+        _ = poll_fn(|cx| stream.poll_reset(cx)) => Err(SendError::ClientReset(Reason::CANCEL)),
+    };
+    let data = match collected {
+        Ok(data) => data,
+        Err(error) => {
             stream.send_reset(Reason::CANCEL);
             shared.metrics.push_cancelled();
-            log(
-                head.status.as_u16(),
-                0,
-                Some(origin_time),
-                Some("push byte budget exhausted"),
-            );
+            log(status, 0, Some(origin_time), Some(&error.describe()));
             return;
         }
-    }
+    };
     proxy::record_validator(shared.validators.as_deref(), &target, &head);
-    if shared.config.push.cache_digest {
+    if push_settings.cache_digest {
         if let Some(cookie) = digest_cookie(shared, &target, &head.headers, held) {
             head.headers.append(header::SET_COOKIE, cookie);
         } else if digest::validator(&head.headers).is_some() {
             // The browser holds exactly this version already.
             stream.send_reset(Reason::CANCEL);
             shared.metrics.push_cancelled();
-            let status = head.status.as_u16();
             log(
                 status,
                 0,
@@ -1022,8 +1052,7 @@ async fn run_push(
     }
     head.headers
         .insert("x-http2-push", HeaderValue::from_static("1"));
-    let status = head.status.as_u16();
-    let end_stream = body.is_end_stream();
+    let end_stream = data.is_empty();
     let mut send = match stream.send_response(Response::from_parts(head, ()), end_stream) {
         Ok(send) => send,
         Err(error) => {
@@ -1035,7 +1064,8 @@ async fn run_push(
         log(status, 0, Some(origin_time), None);
         return;
     }
-    match send_body(&mut send, body, &shared.config.timeouts, Some(budget)).await {
+    let body = http_body_util::Full::new(data);
+    match send_body(&mut send, body, &shared.config.timeouts, None).await {
         Ok(bytes) => {
             shared.metrics.pushed_bytes(bytes);
             log(status, bytes, Some(origin_time), None);
@@ -1045,6 +1075,41 @@ async fn run_push(
             log(status, 0, Some(origin_time), Some(&error.describe()));
         }
     }
+}
+
+/// Read a pushed response's body whole, taking each chunk from `budget`.
+async fn collect_within(
+    mut body: ResponseBody,
+    budget: &Budget,
+    origin_read: Duration,
+) -> Result<Bytes, SendError> {
+    if let Some(length) = body.size_hint().exact() {
+        if length > budget.left() {
+            return Err(SendError::Budget);
+        }
+    }
+    let mut chunks: Vec<Bytes> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(origin_read, body.frame()).await {
+            Err(_) => return Err(SendError::OriginStalled),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(SendError::Origin(error.into())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Origin trailers are not forwarded.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if !budget.take(data.len() as u64) {
+            return Err(SendError::Budget);
+        }
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// Add a pushed response to the connection's cache digest and return the
@@ -1064,43 +1129,4 @@ fn digest_cookie(
     }
     let cookie = digest::set_cookie(&shared.config.push.cache_digest_cookie, &held);
     HeaderValue::from_str(&cookie).ok()
-}
-
-/// A pushed response is only worth sending when a browser could use it from
-/// its push cache: a success, not private, not varying on credentials
-/// (RFC 9113 §8.4 and §10.4).
-fn pushable(head: &http::response::Parts) -> Result<(), &'static str> {
-    if head.status.as_u16() >= 400 || head.status == StatusCode::NOT_MODIFIED {
-        return Err("origin status not pushable");
-    }
-    if head.headers.contains_key(header::SET_COOKIE) {
-        return Err("origin response sets a cookie");
-    }
-    let has_token = |name: HeaderName, tokens: &[&str]| {
-        head.headers.get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| {
-                v.split(',').any(|t| {
-                    tokens
-                        .iter()
-                        .any(|token| t.trim().eq_ignore_ascii_case(token))
-                })
-            })
-        })
-    };
-    if has_token(header::CACHE_CONTROL, &["private", "no-store"]) {
-        return Err("origin response is private");
-    }
-    if has_token(header::VARY, &["cookie", "authorization", "*"]) {
-        return Err("origin response varies on credentials");
-    }
-    Ok(())
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }

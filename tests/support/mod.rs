@@ -258,7 +258,10 @@ pub struct TestCert {
 
 impl TestCert {
     pub fn new() -> TestCert {
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        // The names a client may use to reach the proxy in tests; pushes
+        // are only promised under names the certificate covers.
+        let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        let generated = rcgen::generate_simple_self_signed(names).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cert_path = dir.path().join("cert.pem");
         let key_path = dir.path().join("key.pem");
