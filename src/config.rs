@@ -185,7 +185,11 @@ pub struct HintSettings {
     pub learn_max_entries: usize,
     pub learn_max_bytes: u64,
     pub learn_ttl: Duration,
-    /// Key learned pages by path and query, not by path alone.
+    /// Distinct clients (IPv4 address, IPv6 /64) that must have been sent a
+    /// link for a page before it is hinted to anyone: below that, the link
+    /// may be one visitor's own. With 1, private pages are not learned.
+    pub learn_min_clients: usize,
+    /// Key learned pages by path and exact query, not by path alone.
     pub learn_query: bool,
     /// Path patterns (`*` matches within one segment, `**` anything) whose
     /// matching pages share one learned entry.
@@ -288,6 +292,7 @@ impl Default for HintSettings {
             learn_max_entries: 10_000,
             learn_max_bytes: 8 * MIB,
             learn_ttl: Duration::from_secs(3600),
+            learn_min_clients: 3,
             learn_query: false,
             learn_routes: Vec::new(),
         }
@@ -542,6 +547,7 @@ struct RawHints {
     learn_max_entries: Option<i64>,
     learn_max_bytes: Option<Loose>,
     learn_ttl: Option<Loose>,
+    learn_min_clients: Option<i64>,
     learn_query: Option<bool>,
     learn_routes: Option<Vec<String>>,
 }
@@ -726,6 +732,7 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     set!(hints.learn_max_entries => hints.learn_max_entries, count(1..=i64::MAX));
     set!(hints.learn_max_bytes => hints.learn_max_bytes, size(1..=u64::MAX));
     set!(hints.learn_ttl => hints.learn_ttl, positive_duration);
+    set!(hints.learn_min_clients => hints.learn_min_clients, count(1..=64));
     set!(hints.learn_query => hints.learn_query, Ok);
     for (i, route) in raw.hints.learn_routes.into_iter().flatten().enumerate() {
         let key = format!("hints.learn_routes[{i}]");
@@ -1413,6 +1420,9 @@ mod tests {
         assert!(!p.explain);
         assert!(!p.dry_run);
         assert!(config.hints.forward_origin_103);
+        assert!(!config.hints.learn);
+        assert_eq!(config.hints.learn_min_clients, 3);
+        assert!(!config.hints.learn_query);
     }
 
     #[test]
@@ -1497,6 +1507,9 @@ mod tests {
 
             [hints]
             forward_origin_103 = false
+            learn = true
+            learn_min_clients = 5
+            learn_query = true
         "#;
         let config = Config::from_toml_str(text, dir.path(), &Overrides::default()).expect("valid");
         let listen = |address: &str, tls| ListenerConfig {
@@ -1550,6 +1563,9 @@ mod tests {
         assert!(p.explain);
         assert!(p.dry_run);
         assert!(!config.hints.forward_origin_103);
+        assert!(config.hints.learn);
+        assert_eq!(config.hints.learn_min_clients, 5);
+        assert!(config.hints.learn_query);
     }
 
     #[test]
@@ -1658,6 +1674,9 @@ mod tests {
             ("[push]\nforward_headers = [\"x-a\", \":path\"]", "push.forward_headers[1]", "is a pseudo-header"),
             ("[push]\nforward_headers = [\"x y\"]", "push.forward_headers[0]", "is not a valid header name"),
             ("[push]\nforward_headers = [\"\"]", "push.forward_headers[0]", "is empty"),
+            ("[hints]\nlearn_min_clients = 0", "hints.learn_min_clients", "0 is too small; expected at least 1"),
+            ("[hints]\nlearn_min_clients = 65", "hints.learn_min_clients", "65 is too large; expected at most 64"),
+            ("[hints]\nlearn_max_entries = 0", "hints.learn_max_entries", "expected at least 1"),
         ];
         for (text, key, needle) in cases {
             assert_problem(text, &flags, key, needle);

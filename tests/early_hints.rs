@@ -4,7 +4,7 @@
 mod support;
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -354,7 +354,9 @@ impl ScriptedOrigin {
     }
 }
 
-const LEARN: &str = "[hints]\nlearn = true\n";
+/// Learning where one client confirms a link: these tests see one page
+/// from one address, and check how entries change and are forgotten.
+const LEARN: &str = "[hints]\nlearn = true\nlearn_min_clients = 1\n";
 
 /// A navigation request, as a browser sends one.
 fn navigate(client: &H2Client, path: &str) -> http::Request<()> {
@@ -477,4 +479,185 @@ async fn push_disabled_client_gets_learned_links_as_a_103() {
     scripted.release();
     let first = bounded(poll_fn(|cx| response.poll_informational(cx))).await;
     assert!(first.is_none(), "non-navigation got {first:?}");
+}
+
+/// The default number of distinct clients that must have been sent a link
+/// before it is hinted to anyone.
+const MIN_CLIENTS: u8 = 3;
+
+/// The loopback address of test visitor `n` (127.0.0.2, 127.0.0.3…).
+fn visitor(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n + 1))
+}
+
+/// One navigation to `path` from `source`, by a browser that takes no
+/// pushes (so every learned link arrives in a 103), with an optional
+/// cookie. Returns the links of all 103s that came before the final
+/// response, which must have the given status.
+async fn visit(
+    proxy: &TestProxy,
+    source: IpAddr,
+    path: &str,
+    cookie: Option<&str>,
+    status: u16,
+) -> Vec<String> {
+    let client = proxy.h2_from(source, false).await;
+    let mut request = navigate(&client, path);
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+    }
+    let mut send = client.send.clone().ready().await.unwrap();
+    let (mut response, _) = send.send_request(request, true).unwrap();
+    let mut hinted = Vec::new();
+    // Ready(None) once the final response head is in: all 103s are read.
+    while let Some(hint) = bounded(poll_fn(|cx| response.poll_informational(cx))).await {
+        let hint = hint.unwrap();
+        assert_eq!(hint.status(), StatusCode::EARLY_HINTS);
+        for value in hint.headers().get_all("link") {
+            hinted.push(value.to_str().unwrap().to_string());
+        }
+    }
+    let response = bounded(response).await.unwrap();
+    assert_eq!(response.status().as_u16(), status, "{path} from {source}");
+    read_body(response.into_body()).await.unwrap();
+    hinted
+}
+
+/// An account page, as Rails renders one: private, varying on the session
+/// cookie, naming the shared stylesheet and the visitor's own statement.
+async fn account_origin() -> TestOrigin {
+    TestOrigin::start(Arc::new(|request| {
+        let user = request
+            .headers()
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("user="))
+            .unwrap_or("nobody")
+            .to_string();
+        Box::pin(async move {
+            Resp::html("account")
+                .header("cache-control", "no-cache, private")
+                .header("vary", "Cookie")
+                .link("</app.css>; rel=preload; as=style")
+                .link(&format!(
+                    "</private/{user}-statement.pdf>; rel=preload; as=fetch"
+                ))
+                .into_response()
+        })
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn learned_hints_never_reveal_one_visitors_private_link() {
+    let origin = account_origin().await;
+    let proxy = TestProxy::start(&origin.url(), "[hints]\nlearn = true\n").await;
+    let app_css = "</app.css>; rel=preload; as=style";
+    let mut every_hint = Vec::new();
+    // Alice comes back over and over, from one address: one client.
+    for _ in 0..4 {
+        let hinted = visit(&proxy, visitor(1), "/account", Some("user=alice"), 200).await;
+        assert!(hinted.is_empty(), "one client confirmed {hinted:?}");
+    }
+    // Fewer than MIN_CLIENTS distinct clients so far: nothing learned is
+    // hinted, not even the shared stylesheet.
+    for n in 2..=MIN_CLIENTS {
+        let cookie = format!("user=visitor{n}");
+        let hinted = visit(&proxy, visitor(n), "/account", Some(&cookie), 200).await;
+        assert!(hinted.is_empty(), "visitor {n} was hinted {hinted:?}");
+    }
+    // MIN_CLIENTS addresses were sent app.css: a new visitor gets it early,
+    // and so does Alice, but nobody gets anyone's statement.
+    for (n, user) in [
+        (MIN_CLIENTS + 1, "dave"),
+        (1, "alice"),
+        (MIN_CLIENTS + 2, "erin"),
+    ] {
+        let cookie = format!("user={user}");
+        let hinted = visit(&proxy, visitor(n), "/account", Some(&cookie), 200).await;
+        assert_eq!(hinted, vec![app_css], "{user}");
+        every_hint.extend(hinted);
+    }
+    assert!(
+        every_hint.iter().all(|link| !link.contains("/private/")),
+        "{every_hint:?}"
+    );
+}
+
+/// A page whose origin builds a preload link from the query string, and
+/// names the shared stylesheet.
+async fn echoing_origin() -> TestOrigin {
+    TestOrigin::start(Arc::new(|request| {
+        let query = request.uri().query().map(str::to_string);
+        Box::pin(async move {
+            let mut resp = Resp::html("page").link("</app.css>; rel=preload; as=style");
+            if let Some(query) = query {
+                resp = resp.link(&format!("</x.js?{query}>; rel=preload; as=script"));
+            }
+            resp.into_response()
+        })
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn a_link_planted_through_the_query_never_reaches_another_visitor() {
+    for learn_query in [false, true] {
+        let origin = echoing_origin().await;
+        let config = format!("[hints]\nlearn = true\nlearn_query = {learn_query}\n");
+        let proxy = TestProxy::start(&origin.url(), &config).await;
+        // The attacker, from as many addresses as confirmation takes.
+        for n in 1..=MIN_CLIENTS {
+            visit(&proxy, visitor(n), "/page?x=ATTACKER", None, 200).await;
+        }
+        // Ordinary visitors of the page teach the stylesheet.
+        for n in MIN_CLIENTS + 1..=2 * MIN_CLIENTS {
+            let hinted = visit(&proxy, visitor(n), "/page", None, 200).await;
+            assert!(hinted.iter().all(|l| !l.contains("ATTACKER")), "{hinted:?}");
+        }
+        let hinted = visit(&proxy, visitor(2 * MIN_CLIENTS + 1), "/page", None, 200).await;
+        assert_eq!(
+            hinted,
+            vec!["</app.css>; rel=preload; as=style"],
+            "learn_query = {learn_query}"
+        );
+        // Keyed by the exact query, the attacker's URL has an entry of its
+        // own: only those who open that very URL get its links early, the
+        // links the origin gives that URL anyway.
+        let next = visitor(2 * MIN_CLIENTS + 2);
+        let hinted = visit(&proxy, next, "/page?x=ATTACKER", None, 200).await;
+        let planted = hinted.iter().any(|l| l.contains("ATTACKER"));
+        assert_eq!(planted, learn_query, "{hinted:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_page_answering_401_is_never_learned() {
+    let links = "</app.css>; rel=preload; as=style";
+    let origin = TestOrigin::routes(
+        Routes::new()
+            .route(
+                "/login",
+                Resp::new(401, "who are you?")
+                    .header("content-type", "text/html")
+                    .link(links),
+            )
+            .route("/welcome", Resp::html("welcome").link(links)),
+    )
+    .await;
+    let proxy = TestProxy::start(&origin.url(), "[hints]\nlearn = true\n").await;
+    for n in 1..=MIN_CLIENTS + 1 {
+        let hinted = visit(&proxy, visitor(n), "/login", None, 401).await;
+        assert!(hinted.is_empty(), "a 401 page was hinted: {hinted:?}");
+        visit(&proxy, visitor(n), "/welcome", None, 200).await;
+    }
+    let next = visitor(MIN_CLIENTS + 2);
+    assert!(visit(&proxy, next, "/login", None, 401).await.is_empty());
+    // The same links on a public page, from the same visitors, were learned.
+    assert_eq!(
+        visit(&proxy, next, "/welcome", None, 200).await,
+        vec![links]
+    );
 }

@@ -134,10 +134,15 @@ async fn handle(
     proxy::record_validator(shared.validators.as_deref(), &target, &head);
     if let Some(learned) = &shared.learned {
         let key = learned.key(&target.authority, &target.path_and_query);
-        learned.apply(
-            key,
-            hints::lesson(&target.method, head.status.as_u16(), &head.headers),
+        let status = head.status.as_u16();
+        let lesson = hints::lesson(
+            &target.method,
+            &key,
+            status,
+            &head.headers,
+            learned.min_clients(),
         );
+        learned.apply(key, ctx.peer, lesson);
     }
     let lines = proxy::link_lines(&head.headers);
     if !lines.is_empty() {

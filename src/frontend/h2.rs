@@ -557,10 +557,15 @@ async fn handle_request(
     proxy::record_validator(shared.validators.as_deref(), &target, &head);
     // Learn from the origin's own Link field, before it is rewritten.
     if let (Some(learned), Some(key)) = (&shared.learned, learn_key) {
-        learned.apply(
-            key,
-            hints::lesson(&target.method, head.status.as_u16(), &head.headers),
+        let status = head.status.as_u16();
+        let lesson = hints::lesson(
+            &target.method,
+            &key,
+            status,
+            &head.headers,
+            learned.min_clients(),
         );
+        learned.apply(key, conn.ctx.peer, lesson);
     }
     session.finish(&mut head, &mut respond);
 

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use linkpush::config::{Config, Overrides};
 use linkpush::{run, Listener};
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
@@ -370,6 +370,52 @@ impl TestProxy {
     /// An HTTP/2 client over TLS (ALPN h2).
     pub async fn h2(&self, enable_push: bool) -> H2Client {
         let tls = self.tls(&[b"h2"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, connection) = h2::client::Builder::new()
+            .enable_push(enable_push)
+            .handshake::<_, Bytes>(tls)
+            .await
+            .expect("h2 handshake");
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        H2Client {
+            send,
+            authority: format!("localhost:{}", self.addr.port()),
+            _driver: driver,
+        }
+    }
+
+    /// A TLS connection from the chosen `source` address (port picked by
+    /// the system), so that the proxy sees a distinct client. On Linux all
+    /// of 127.0.0.0/8 is loopback: 127.0.0.2, 127.0.0.3… need no setup.
+    pub async fn tls_from(
+        &self,
+        source: IpAddr,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let socket = match source {
+            IpAddr::V4(_) => TcpSocket::new_v4(),
+            IpAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .expect("client socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .unwrap_or_else(|e| panic!("bind the client to {source}: {e}"));
+        let tcp = socket
+            .connect(self.addr)
+            .await
+            .expect("connect to the proxy");
+        let connector = TlsConnector::from(Arc::new(self.cert.client_config(alpn)));
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake with the proxy")
+    }
+
+    /// An HTTP/2 client over TLS from the chosen `source` address.
+    pub async fn h2_from(&self, source: IpAddr, enable_push: bool) -> H2Client {
+        let tls = self.tls_from(source, &[b"h2"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let (send, connection) = h2::client::Builder::new()
             .enable_push(enable_push)
