@@ -82,7 +82,7 @@ pub enum OriginAddr {
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
     pub addr: OriginAddr,
-    /// Concurrent requests in flight toward the origin (tower::limit).
+    /// Origin connections open at once over all workers (one request each).
     pub max_concurrent_requests: usize,
     pub max_idle_per_host: usize,
     pub pool_idle_timeout: Duration,

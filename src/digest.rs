@@ -124,9 +124,6 @@ impl CacheDigest {
     /// it would outgrow the cookie. Linear in both sizes, because a client
     /// can make the proxy merge a new cookie on every request.
     pub fn merge(&mut self, other: &CacheDigest) {
-        if other.values.is_empty() {
-            return;
-        }
         let (ours, theirs) = (&self.values, &other.values);
         let mut union = Vec::with_capacity(ours.len() + theirs.len());
         let (mut i, mut j) = (0, 0);
@@ -284,33 +281,17 @@ fn coded_bits(values: &[u32], r: u32) -> usize {
 }
 
 /// The index of the first entry kept when the smallest are dropped until
-/// the rest encodes in `MAX_VALUE_LEN`. Linear: sizes beyond `MAX_ENTRIES`
-/// are skipped outright, and while the Rice parameter stays the same each
-/// step updates the bit count from the one before instead of recounting.
+/// the rest encodes in `MAX_VALUE_LEN`. Sizes beyond `MAX_ENTRIES` never
+/// fit and sizes up to `ALWAYS_FITS` always do, so at most
+/// `MAX_ENTRIES - ALWAYS_FITS` sizes are counted, each in one pass.
 fn first_fitting(values: &[u32]) -> usize {
     let len = values.len();
     let mut start = len.saturating_sub(MAX_ENTRIES);
-    // Rice parameter and coded bits of values[start - 1..].
-    let mut before: Option<(u32, usize)> = None;
     while len - start > ALWAYS_FITS {
-        let r = rice_parameter(len - start);
-        let bits = match (
-            before,
-            start.checked_sub(1).and_then(|i| values.get(i..=i + 1)),
-        ) {
-            (Some((r_before, bits)), Some(&[dropped, first])) if r_before == r => {
-                // `dropped` goes with its code; `first` is now coded from
-                // zero instead of from `dropped`.
-                bits + (first >> r) as usize
-                    - (1 + r as usize + (dropped >> r) as usize)
-                    - ((first - dropped - 1) >> r) as usize
-            }
-            _ => coded_bits(values.get(start..).unwrap_or_default(), r),
-        };
-        if encoded_len(bits) <= MAX_VALUE_LEN {
+        let rest = values.get(start..).unwrap_or_default();
+        if encoded_len(coded_bits(rest, rice_parameter(rest.len()))) <= MAX_VALUE_LEN {
             break;
         }
-        before = Some((r, bits));
         start += 1;
     }
     start

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-/// A boxed error, as hyper and tower hand them out.
+/// A boxed error, as hyper hands them out.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Who caused an error.

@@ -14,8 +14,8 @@
 //!   `h1` speaks HTTP/1.1 through hyper.
 //! - [`proxy`]: the per-request path both frontends share: request
 //!   validation, header translation, the origin call, the access log.
-//! - [`origin`]: the pooled HTTP/1.1 client toward the origin, built as a
-//!   tower stack (timeout, concurrency limit).
+//! - [`origin`]: the bounded pool of HTTP/1.1 connections toward the
+//!   origin, one per worker.
 //! - [`link`] and [`push`]: pure policy. `link` parses RFC 8288 `Link` fields,
 //!   `push` decides per link whether to push, keep, or rewrite it.
 //! - [`hints`]: which requests get 103 Early Hints, and the bounded store of

@@ -17,9 +17,13 @@
 //! - waiting requests are served fewest-held-first: a request from a client
 //!   connection that holds no origin connection goes before one from a
 //!   client connection that already holds many;
-//! - the last quarter of a worker's connections is kept for client
-//!   connections that hold none yet, so a few greedy or stalled clients
-//!   can never take every connection from the others.
+//! - one client connection holds at most an eighth of a worker's
+//!   connections, and the last quarter is kept for client connections that
+//!   hold none yet, so a few greedy or stalled clients can never take every
+//!   connection from the others. (Enough stalled clients still can, until
+//!   `timeouts.client_write` cuts them off: a proxy that streams bodies
+//!   instead of spooling them to disk keeps an origin connection per
+//!   download in progress.)
 
 use std::future::Future;
 use std::io;
@@ -89,6 +93,8 @@ struct Pool {
     limit: usize,
     /// Free connections kept for client connections that hold none.
     reserve: usize,
+    /// Most connections one client connection may hold.
+    per_client: usize,
     state: Mutex<State>,
 }
 
@@ -189,6 +195,7 @@ impl Origin {
             max_idle: origin.max_idle_per_host.div_ceil(workers),
             limit,
             reserve: limit / 4,
+            per_client: (limit / 8).max(1),
             state: Mutex::new(State::default()),
         });
         spawn_idle_sweeper(&pool);
@@ -261,7 +268,7 @@ impl Pool {
                     let lease = Lease {
                         pool: Arc::downgrade(&self),
                         sender: Some(sender),
-                        _held: held,
+                        held: Some(held),
                     };
                     return Ok(response.map(|body| ResponseBody::new(body, lease)));
                 }
@@ -308,7 +315,8 @@ impl Pool {
     fn try_take(self: &Arc<Self>, state: &mut State, share: &ClientShare) -> Option<Grant> {
         loop {
             let free = self.limit.saturating_sub(state.open) + state.idle.len();
-            if free == 0 || (free <= self.reserve && share.held() > 0) {
+            let held = share.held();
+            if free == 0 || held >= self.per_client || (free <= self.reserve && held > 0) {
                 return None;
             }
             if let Some(idle) = state.idle.pop() {
@@ -334,6 +342,7 @@ impl Pool {
             .iter()
             .enumerate()
             .filter(|(_, w)| !w.grant.is_closed())
+            .filter(|(_, w)| w.share.held() < self.per_client)
             .filter(|(_, w)| !reserved || w.share.held() == 0)
             .min_by_key(|(_, w)| (w.share.held(), w.id))
             .map(|(index, _)| index);
@@ -469,12 +478,15 @@ fn classify(error: hyper::Error) -> ProxyError {
 struct Lease {
     pool: Weak<Pool>,
     sender: Option<Sender>,
-    _held: Held,
+    held: Option<Held>,
 }
 
 impl Lease {
     /// The response was read to the end: the connection may be reused.
     fn finish(mut self) {
+        // No longer held by this client before it is offered around, so
+        // this client's own waiting requests may take it.
+        self.held = None;
         if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
             pool.check_in(sender);
         }
@@ -513,9 +525,17 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = polled {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        // The connection goes back as soon as its last byte is read, not
+        // when the client has taken it: a slow client holds a buffer, never
+        // an origin connection it no longer needs.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
             if let Some(lease) = this.lease.take() {
                 lease.finish();
             }

@@ -661,3 +661,63 @@ async fn a_page_answering_401_is_never_learned() {
         vec![links]
     );
 }
+
+/// An origin that sends its 103 and its final response in one `write()`,
+/// so both arrive in the proxy's same read.
+async fn hint_and_page_together() -> RawOrigin {
+    RawOrigin::start(|_| {
+        vec![OriginStep::write(
+            "HTTP/1.1 103 Early Hints\r\n\
+             Link: </hint.css>; rel=preload; as=style\r\n\r\n\
+             HTTP/1.1 200 OK\r\n\
+             Content-Type: text/html\r\n\
+             Content-Length: 4\r\n\r\n\
+             page",
+        )]
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_103_arriving_with_the_final_response_is_always_pushed() {
+    let origin = hint_and_page_together().await;
+    let proxy = TestProxy::start(&origin.url(), "").await;
+    for run in 0..200 {
+        // A new connection each time: the per-connection diary would
+        // otherwise (rightly) not push the same URL twice.
+        let mut client = proxy.h2(true).await;
+        let exchange = client.get("/").await;
+        assert_eq!(exchange.status, StatusCode::OK, "run {run}");
+        assert_eq!(
+            exchange.pushes_before_headers,
+            vec!["/hint.css"],
+            "run {run}: the 103's link was not pushed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_103_arriving_with_the_final_response_is_always_forwarded() {
+    let origin = hint_and_page_together().await;
+    let proxy = TestProxy::start(&origin.url(), "").await;
+    let client = proxy.h2(false).await;
+    for run in 0..200 {
+        let request = client.request("GET", "/").body(()).unwrap();
+        let mut send = client.send.clone().ready().await.unwrap();
+        let (mut response, _) = send.send_request(request, true).unwrap();
+        let hint = bounded(poll_fn(|cx| response.poll_informational(cx))).await;
+        let hint = hint
+            .unwrap_or_else(|| panic!("run {run}: no 103 forwarded"))
+            .unwrap();
+        assert_eq!(hint.status(), StatusCode::EARLY_HINTS, "run {run}");
+        assert_eq!(
+            hint.headers()["link"],
+            "</hint.css>; rel=preload; as=style",
+            "run {run}"
+        );
+        let response = bounded(response).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "run {run}");
+        // Hinted once, never again in the final response's own field.
+        assert!(response.headers().get("link").is_none(), "run {run}");
+    }
+}

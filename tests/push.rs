@@ -438,3 +438,94 @@ async fn client_max_concurrent_streams_bounds_open_pushes() {
         "rel=preload links stay in the header"
     );
 }
+
+#[tokio::test]
+async fn uncacheable_pushes_are_sent_but_credentialed_ones_are_cancelled() {
+    let page = Resp::html("<p>page</p>")
+        .link("</no-store.css>; rel=preload; as=style")
+        .link("</private.css>; rel=preload; as=style")
+        .link("</cookie.css>; rel=preload; as=style")
+        .link("</vary.css>; rel=preload; as=style");
+    let routes = Routes::new()
+        .route("/", page)
+        .route(
+            "/no-store.css",
+            Resp::new(200, CSS).header("cache-control", "no-store"),
+        )
+        .route(
+            "/private.css",
+            Resp::new(200, CSS).header("cache-control", "no-cache, private"),
+        )
+        .route(
+            "/cookie.css",
+            Resp::new(200, CSS).header("set-cookie", "s=1"),
+        )
+        .route("/vary.css", Resp::new(200, CSS).header("vary", "Cookie"));
+    let (_origin, proxy) = proxy_for(routes.clone(), "").await;
+    let exchange = proxy.h2(true).await.get("/").await;
+    let delivered: Vec<&str> = exchange
+        .pushes
+        .iter()
+        .filter(|p| p.status == StatusCode::OK && p.body.is_ok())
+        .map(|p| p.path.as_str())
+        .collect();
+    let mut delivered = delivered;
+    delivered.sort();
+    // Legacy apps send no-store or private on everything; a browser still
+    // uses such a push for this page (RFC 9113 §8.4).
+    assert_eq!(delivered, vec!["/no-store.css", "/private.css"]);
+
+    // `push.cancel_uncacheable` restores the strict rule.
+    let (_origin, proxy) = proxy_for(routes, "[push]\ncancel_uncacheable = true\n").await;
+    let exchange = proxy.h2(true).await.get("/").await;
+    let delivered = exchange
+        .pushes
+        .iter()
+        .filter(|p| p.status == StatusCode::OK && p.body.is_ok())
+        .count();
+    assert_eq!(delivered, 0, "{:?}", exchange.pushes);
+}
+
+#[tokio::test]
+async fn nothing_is_pushed_under_an_authority_the_proxy_does_not_serve() {
+    let page = Resp::html("<p>page</p>")
+        .link("</css/app.css>; rel=preload; as=style")
+        .link("</js/app.js>; rel=push; as=script");
+    let (origin, proxy) =
+        proxy_for(Routes::new().route("/", page), "[push]\nexplain = true\n").await;
+    let mut client = proxy.h2(true).await;
+    // The certificate names localhost, 127.0.0.1 and ::1; the client asks
+    // for another site on the same connection.
+    client.authority = "attacker.example".to_string();
+    let exchange = client.get("/").await;
+    assert_eq!(exchange.status, StatusCode::OK);
+    assert!(exchange.pushes.is_empty(), "{:?}", exchange.pushes);
+    assert_eq!(
+        exchange.links(),
+        vec![
+            "</css/app.css>; rel=preload; as=style",
+            "</js/app.js>; rel=preload; as=script"
+        ]
+    );
+    let explained = exchange.headers["x-push-decision"].to_str().unwrap();
+    assert!(
+        explained.contains("reason=foreign-authority"),
+        "{explained}"
+    );
+    assert_eq!(origin.seen_paths(), vec!["/"]);
+
+    // Configured names replace the certificate's.
+    let (_origin, proxy) = proxy_for(
+        Routes::new().route(
+            "/",
+            Resp::html("x").link("</css/app.css>; rel=preload; as=style"),
+        ),
+        "[server]\nnames = [\"*.example\"]\n",
+    )
+    .await;
+    let mut client = proxy.h2(true).await;
+    client.authority = "shop.example".to_string();
+    assert_eq!(client.get("/").await.pushed_paths(), vec!["/css/app.css"]);
+    client.authority = format!("localhost:{}", proxy.addr.port());
+    assert!(client.get("/").await.pushes.is_empty());
+}

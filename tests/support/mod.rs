@@ -69,7 +69,42 @@ pub struct TestOrigin {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub events: mpsc::UnboundedReceiver<OriginEvent>,
+    /// Connections open right now, and the most ever open at once.
+    pub connections: Arc<ConnectionCount>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+/// The origin's own count of its open connections.
+#[derive(Debug, Default)]
+pub struct ConnectionCount {
+    open: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::atomic::AtomicUsize,
+}
+
+impl ConnectionCount {
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn opened(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.accepted.fetch_add(1, SeqCst);
+        let now = self.open.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+    }
+
+    fn closed(&self) {
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl TestOrigin {
@@ -81,6 +116,8 @@ impl TestOrigin {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (stop, mut stopped) = oneshot::channel::<()>();
         let seen_log = seen.clone();
+        let connections = Arc::new(ConnectionCount::default());
+        let count = connections.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -90,6 +127,8 @@ impl TestOrigin {
                 let handler = handler.clone();
                 let seen = seen_log.clone();
                 let events = events_tx.clone();
+                let count = count.clone();
+                count.opened();
                 tokio::spawn(async move {
                     let events_in = events.clone();
                     let service = service_fn(move |request: Request<Incoming>| {
@@ -115,6 +154,7 @@ impl TestOrigin {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    count.closed();
                     let _ = events.send(OriginEvent::ConnectionClosed);
                 });
             }
@@ -123,6 +163,7 @@ impl TestOrigin {
             addr,
             seen,
             events,
+            connections,
             stop: Some(stop),
         }
     }
