@@ -27,6 +27,17 @@ pub(super) struct Prioritize {
     /// Queue of streams waiting for socket capacity to send a frame.
     pending_send: store::Queue<stream::NextSend>,
 
+    /// PUSH_PROMISE frames waiting to be written, in the order their promised
+    /// stream IDs were reserved.
+    ///
+    /// A promised ID must be greater than every ID already opened or reserved
+    /// (RFC 9113 §5.1.1). IDs are reserved in `push_request` order, so the
+    /// frames are kept in one connection-level queue and written ahead of the
+    /// frames queued on streams: were they queued on their parent streams,
+    /// `pop_frame` taking one frame per stream in turn would interleave the
+    /// promises of different parents out of ID order.
+    pending_push_promises: buffer::Deque,
+
     /// Queue of streams waiting for window capacity to produce data.
     pending_capacity: store::Queue<stream::NextSendCapacity>,
 
@@ -95,6 +106,7 @@ impl Prioritize {
 
         Prioritize {
             pending_send: store::Queue::new(),
+            pending_push_promises: buffer::Deque::new(),
             pending_capacity: store::Queue::new(),
             pending_open: store::Queue::new(),
             flow,
@@ -139,6 +151,25 @@ impl Prioritize {
 
     pub fn queue_open(&mut self, stream: &mut store::Ptr) {
         self.pending_open.push(stream);
+    }
+
+    /// Queue a PUSH_PROMISE frame, in the order of its promised stream ID.
+    ///
+    /// Must be called while holding the lock under which the promised ID was
+    /// reserved, so that the queue order is the ID order.
+    pub fn queue_push_promise<B>(
+        &mut self,
+        frame: frame::PushPromise,
+        buffer: &mut Buffer<Frame<B>>,
+        task: &mut Option<Waker>,
+    ) {
+        tracing::trace!(promised_id = ?frame.promised_id(), "queue_push_promise");
+        self.pending_push_promises.push_back(buffer, frame.into());
+
+        // Notify the connection.
+        if let Some(task) = task.take() {
+            task.wake();
+        }
     }
 
     /// Send a data frame
@@ -683,7 +714,14 @@ impl Prioritize {
         }
     }
 
-    pub fn clear_pending_send(&mut self, store: &mut Store, counts: &mut Counts) {
+    pub fn clear_pending_send<B>(
+        &mut self,
+        buffer: &mut Buffer<Frame<B>>,
+        store: &mut Store,
+        counts: &mut Counts,
+    ) {
+        self.clear_pending_push_promises(buffer, store, counts);
+
         while let Some(mut stream) = self.pending_send.pop(store) {
             let is_pending_reset = stream.is_pending_reset_expiration();
             if let Some(reason) = stream.state.get_scheduled_reset() {
@@ -691,6 +729,112 @@ impl Prioritize {
             }
             counts.transition_after(stream, is_pending_reset);
         }
+    }
+
+    /// Drop every PUSH_PROMISE not yet written (the connection is failing),
+    /// closing the streams they would have announced.
+    pub fn clear_pending_push_promises<B>(
+        &mut self,
+        buffer: &mut Buffer<Frame<B>>,
+        store: &mut Store,
+        counts: &mut Counts,
+    ) {
+        while let Some(frame) = self.pending_push_promises.pop_front(buffer) {
+            if let Frame::PushPromise(frame) = frame {
+                if let Some(pushed) = store.find_mut(&frame.promised_id()) {
+                    self.drop_push_promise(buffer, pushed, counts);
+                }
+            }
+        }
+    }
+
+    /// Pops the next PUSH_PROMISE that can be written, if any.
+    ///
+    /// A promise is dropped instead when its parent stream can no longer
+    /// carry it (see `can_carry_push_promise`), or when the promised stream
+    /// was reset or released before the promise was written: the peer would
+    /// only learn of a stream that is already over.
+    fn pop_push_promise<B>(
+        &mut self,
+        buffer: &mut Buffer<Frame<B>>,
+        store: &mut Store,
+        counts: &mut Counts,
+    ) -> Option<Frame<Prioritized<B>>> {
+        while let Some(frame) = self.pending_push_promises.pop_front(buffer) {
+            let frame = match frame {
+                Frame::PushPromise(frame) => frame,
+                // Only `queue_push_promise` adds to this queue.
+                _ => continue,
+            };
+
+            let parent_can_carry = store
+                .find_mut(&frame.stream_id())
+                .map_or(false, |parent| can_carry_push_promise(&parent));
+
+            let mut pushed = match store.find_mut(&frame.promised_id()) {
+                Some(pushed) => pushed,
+                None => {
+                    // The promised stream was released before its promise
+                    // was written (all its handles were dropped and nothing
+                    // was queued on it): there is nothing to announce.
+                    tracing::trace!(?frame, "dropping PUSH_PROMISE of released stream");
+                    continue;
+                }
+            };
+
+            if !parent_can_carry || pushed.state.is_reset() {
+                tracing::trace!(
+                    ?frame,
+                    parent_can_carry,
+                    pushed.state = ?pushed.state,
+                    "dropping PUSH_PROMISE"
+                );
+                self.drop_push_promise(buffer, pushed, counts);
+                continue;
+            }
+
+            pushed.is_pending_push = false;
+            // Transition stream from pending_push to pending_open
+            // if possible
+            if !pushed.pending_send.is_empty() {
+                if counts.can_inc_num_send_streams() {
+                    counts.inc_num_send_streams(&mut pushed);
+                    self.pending_send.push(&mut pushed);
+                } else {
+                    self.queue_open(&mut pushed);
+                }
+            }
+
+            tracing::trace!("pop_frame; frame={:?}", frame);
+            return Some(Frame::PushPromise(frame));
+        }
+
+        None
+    }
+
+    /// Close a pushed stream whose PUSH_PROMISE is dropped unwritten.
+    ///
+    /// The peer never learns of the stream, so nothing may be sent on it: its
+    /// queued frames are dropped and it stays pending push, which keeps it
+    /// from ever being scheduled. Unless it was reset already, it is reset
+    /// locally with `CANCEL`, which wakes its handles (`poll_reset`,
+    /// `poll_capacity`) instead of leaving them waiting forever.
+    fn drop_push_promise<B>(
+        &mut self,
+        buffer: &mut Buffer<Frame<B>>,
+        mut pushed: store::Ptr,
+        counts: &mut Counts,
+    ) {
+        debug_assert!(pushed.is_pending_push);
+        let is_pending_reset = pushed.is_pending_reset_expiration();
+
+        self.clear_queue(buffer, &mut pushed);
+        self.reclaim_all_capacity(&mut pushed, counts);
+        if !pushed.state.is_reset() {
+            pushed.set_reset(Reason::CANCEL, Initiator::Library);
+        }
+
+        counts.transition_after(pushed, is_pending_reset);
     }
 
     pub fn clear_pending_open(&mut self, store: &mut Store, counts: &mut Counts) {
@@ -712,6 +856,14 @@ impl Prioritize {
     {
         let span = tracing::trace_span!("pop_frame");
         let _e = span.enter();
+
+        // A PUSH_PROMISE is a header block, not flow controlled: it may go out
+        // ahead of frames its parent queued earlier. It was queued while the
+        // parent could still send, so it still precedes the frame ending the
+        // parent's send half.
+        if let Some(frame) = self.pop_push_promise(buffer, store, counts) {
+            return Some(frame);
+        }
 
         loop {
             let mut stream = self.pending_send.pop(store)?;
@@ -837,21 +989,6 @@ impl Prioritize {
                         stream: stream.key(),
                     }))
                 }
-                Some(Frame::PushPromise(pp)) => {
-                    let mut pushed = stream.store_mut().find_mut(&pp.promised_id()).unwrap();
-                    pushed.is_pending_push = false;
-                    // Transition stream from pending_push to pending_open
-                    // if possible
-                    if !pushed.pending_send.is_empty() {
-                        if counts.can_inc_num_send_streams() {
-                            counts.inc_num_send_streams(&mut pushed);
-                            self.pending_send.push(&mut pushed);
-                        } else {
-                            self.queue_open(&mut pushed);
-                        }
-                    }
-                    Frame::PushPromise(pp)
-                }
                 Some(frame) => frame.map(|_| {
                     unreachable!(
                         "Frame::map closure will only be called \
@@ -919,6 +1056,26 @@ impl Prioritize {
 
         None
     }
+}
+
+/// Whether `parent` may still carry a PUSH_PROMISE: RFC 9113 §6.6 allows one
+/// only on a stream that is "open" or "half-closed (remote)" on the wire.
+///
+/// A stream's state changes when the frame ending its send half is *queued*,
+/// not when it is written. Promises are written ahead of the frames queued on
+/// streams, so a parent that has queued END_STREAM can still carry one while
+/// that frame is queued. A reset stream cannot, unless the reset is only
+/// scheduled (its RST_STREAM is written after the queued frames).
+fn can_carry_push_promise(parent: &Stream) -> bool {
+    if parent.state.is_scheduled_reset() {
+        return true;
+    }
+    if parent.state.is_reset() {
+        return false;
+    }
+    !parent.state.is_send_closed()
+        || !parent.pending_send.is_empty()
+        || parent.buffered_send_data > 0
 }
 
 // ===== impl Prioritized =====

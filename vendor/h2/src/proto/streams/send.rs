@@ -100,7 +100,6 @@ impl Send {
         &mut self,
         frame: frame::PushPromise,
         buffer: &mut Buffer<Frame<B>>,
-        stream: &mut store::Ptr,
         task: &mut Option<Waker>,
     ) -> Result<(), UserError> {
         if !self.is_push_enabled {
@@ -115,9 +114,8 @@ impl Send {
 
         Self::check_headers(frame.fields())?;
 
-        // Queue the frame for sending
-        self.prioritize
-            .queue_frame(frame.into(), buffer, stream, task);
+        // Queue the frame for sending, in promised stream ID order
+        self.prioritize.queue_push_promise(frame, buffer, task);
 
         Ok(())
     }
@@ -619,10 +617,25 @@ impl Send {
         Ok(())
     }
 
-    pub fn clear_queues(&mut self, store: &mut Store, counts: &mut Counts) {
+    pub fn clear_queues<B>(
+        &mut self,
+        buffer: &mut Buffer<Frame<B>>,
+        store: &mut Store,
+        counts: &mut Counts,
+    ) {
         self.prioritize.clear_pending_capacity(store, counts);
-        self.prioritize.clear_pending_send(store, counts);
+        self.prioritize.clear_pending_send(buffer, store, counts);
         self.prioritize.clear_pending_open(store, counts);
+    }
+
+    pub fn clear_pending_push_promises<B>(
+        &mut self,
+        buffer: &mut Buffer<Frame<B>>,
+        store: &mut Store,
+        counts: &mut Counts,
+    ) {
+        self.prioritize
+            .clear_pending_push_promises(buffer, store, counts);
     }
 
     pub fn ensure_not_idle(&self, id: StreamId) -> Result<(), Reason> {

@@ -794,6 +794,11 @@ impl Inner {
             })
         });
 
+        // Promises not yet written are dropped with the streams' queues.
+        actions
+            .send
+            .clear_pending_push_promises(send_buffer, &mut self.store, counts);
+
         actions.conn_error = Some(err);
 
         last_processed_id
@@ -966,7 +971,7 @@ impl Inner {
             })
         });
 
-        actions.clear_queues(clear_pending_accept, &mut self.store, counts);
+        actions.clear_queues(clear_pending_accept, send_buffer, &mut self.store, counts);
         Ok(())
     }
 
@@ -1349,13 +1354,13 @@ impl<B> StreamRef<B> {
         };
 
         let pushed = {
-            let mut stream = me.store.resolve(self.opaque.key);
+            let stream = me.store.resolve(self.opaque.key);
 
             let frame = crate::server::Peer::convert_push_message(stream.id, promised_id, request)?;
 
             actions
                 .send
-                .send_push_promise(frame, send_buffer, &mut stream, &mut actions.task)
+                .send_push_promise(frame, send_buffer, &mut actions.task)
         };
 
         if let Err(err) = pushed {
@@ -1861,8 +1866,14 @@ impl Actions {
         }
     }
 
-    fn clear_queues(&mut self, clear_pending_accept: bool, store: &mut Store, counts: &mut Counts) {
+    fn clear_queues<B>(
+        &mut self,
+        clear_pending_accept: bool,
+        buffer: &mut Buffer<Frame<B>>,
+        store: &mut Store,
+        counts: &mut Counts,
+    ) {
         self.recv.clear_queues(clear_pending_accept, store, counts);
-        self.send.clear_queues(store, counts);
+        self.send.clear_queues(buffer, store, counts);
     }
 }
