@@ -1693,3 +1693,4 @@ pub mod wire {
         }
     }
 }
+pub mod push_wire;
