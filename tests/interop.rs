@@ -951,6 +951,84 @@ async fn nghttp_no_push_sees_rel_push_rewritten_to_preload() {
     .await;
 }
 
+/// Pages /p0 … /p{pages-1} on an in-process origin, each with ten
+/// `rel=preload` links to stylesheets of its own (3 KiB each).
+fn pushing_pages(pages: u32) -> Routes {
+    let mut routes = Routes::new();
+    for page in 0..pages {
+        let mut resp = Resp::html(&format!("<p>page {page}</p>"));
+        for asset in 0..10 {
+            let path = format!("/p{page}/a{asset}.css");
+            resp = resp.link(&format!("<{path}>; rel=preload; as=style"));
+            routes = routes.route(
+                &path,
+                Resp::new(200, vec![b'c'; 3 * 1024]).header("content-type", "text/css"),
+            );
+        }
+        routes = routes.route(&format!("/p{page}"), resp);
+    }
+    routes
+}
+
+#[tokio::test]
+async fn nghttp_three_pages_pushing_at_once_get_promised_ids_in_increasing_order() {
+    let nghttp = need!("nghttp", "nghttp2-client");
+    bounded(async {
+        let origin = TestOrigin::routes(pushing_pages(3)).await;
+        let proxy = TestProxy::start(&origin.url(), "").await;
+        let base = format!("https://127.0.0.1:{}", proxy.addr.port());
+
+        // One connection, three requests at once: their pushes are queued
+        // together.
+        let mut list = args(&["-nv"]);
+        list.extend((0..3).map(|page| format!("{base}/p{page}")));
+        let output = run(&nghttp, &list).await;
+        output.assert_success();
+        let log = output.text();
+        // nghttp answers a promised id going backwards with
+        // GOAWAY(PROTOCOL_ERROR, "invalid promised_stream_id").
+        assert!(!log.contains("PROTOCOL_ERROR"), "{log}");
+        let frames = parse_frames(&log);
+        for goaway in frames.iter().filter(|f| f.kind == "GOAWAY") {
+            assert!(
+                goaway
+                    .details
+                    .iter()
+                    .all(|d| !d.contains("error_code=") || d.contains("error_code=NO_ERROR")),
+                "{goaway:?}\n{log}"
+            );
+        }
+
+        let promised: Vec<u32> = frames
+            .iter()
+            .filter(|f| f.is(true, "PUSH_PROMISE"))
+            .map(|f| {
+                f.promised_stream()
+                    .unwrap_or_else(|| panic!("promise without a stream: {f:?}"))
+            })
+            .collect();
+        assert_eq!(promised.len(), 30, "{log}");
+        assert!(
+            promised.windows(2).all(|w| w[0] < w[1]),
+            "promised ids not increasing: {promised:?}\n{log}"
+        );
+        for page in 0..3 {
+            let fetch = Fetch::parse(log.clone(), &format!("/p{page}"));
+            let on_parent = frames
+                .iter()
+                .filter(|f| f.is(true, "PUSH_PROMISE") && f.stream == fetch.parent)
+                .count();
+            assert_eq!(on_parent, 10, "page {page}\n{log}");
+            assert!(fetch.body_of(fetch.parent).1, "page {page}\n{log}");
+        }
+        let fetch = Fetch::parse(log.clone(), "/p0");
+        for id in promised {
+            assert_eq!(fetch.body_of(id), (3 * 1024, true), "push {id}\n{log}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn curl_http2_gets_exact_bytes_and_policy_links_without_pushes() {
     let php = need!("php", "php-cli");

@@ -1783,3 +1783,4 @@ pub mod wire {
         }
     }
 }
+pub mod push_wire;
