@@ -31,6 +31,10 @@
 
 mod support;
 
+/// Every link of every page in flight may be pushed at once (the default
+/// caps pushes in progress per connection at 16).
+const MANY_PUSHES: &str = "[push]\nmax_concurrent_pushes = 1000\n";
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -975,7 +979,7 @@ async fn nghttp_three_pages_pushing_at_once_get_promised_ids_in_increasing_order
     let nghttp = need!("nghttp", "nghttp2-client");
     bounded(async {
         let origin = TestOrigin::routes(pushing_pages(3)).await;
-        let proxy = TestProxy::start(&origin.url(), "").await;
+        let proxy = TestProxy::start(&origin.url(), MANY_PUSHES).await;
         let base = format!("https://127.0.0.1:{}", proxy.addr.port());
 
         // One connection, three requests at once: their pushes are queued

@@ -16,6 +16,10 @@
 
 mod support;
 
+/// Every link of every page in flight may be pushed at once (the default
+/// caps pushes in progress per connection at 16).
+const MANY_PUSHES: &str = "[push]\nmax_concurrent_pushes = 1000\n";
+
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -69,7 +73,7 @@ fn pages() -> Routes {
 async fn h2_promised_ids_increase_with_concurrent_pushing_parents() {
     bounded(async {
         let origin = TestOrigin::routes(pages()).await;
-        let proxy = TestProxy::start(&origin.url(), "").await;
+        let proxy = TestProxy::start(&origin.url(), MANY_PUSHES).await;
         let tls = proxy.tls(&[b"h2"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let authority = format!("localhost:{}", proxy.addr.port());
