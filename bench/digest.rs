@@ -14,7 +14,7 @@
 //! Every sample uses a different cookie from a pool, as an attacker sending
 //! a new cookie on each request would. Each operation is timed on its own
 //! with `Instant` after a warm-up; the median and the 99th percentile are
-//! printed in microseconds. Only the public API of `linkpush::digest` is
+//! printed in microseconds. Only the public API of `linkpush::policy::digest` is
 //! used, so the same file can time older versions of it.
 
 use std::hint::black_box;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
-use linkpush::digest::{from_cookies, set_cookie, CacheDigest, MAX_VALUE_LEN};
+use linkpush::policy::digest::{from_cookies, set_cookie, CacheDigest, MAX_VALUE_LEN};
 
 const COOKIE_NAME: &str = "lp_digest";
 /// Distinct cookies per size, cycled through.

@@ -4,7 +4,7 @@
 //! `rel=push`, one `nopush`, and one is a font that must not be pushed.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -62,9 +62,7 @@ fn route(path: &str) -> Option<(&'static str, Bytes)> {
 fn respond(request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     let Some((content_type, body)) = route(path) else {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        return response;
+        return crate::admin::not_found();
     };
     let mut response = Response::new(Full::new(body));
     let headers = response.headers_mut();
@@ -86,5 +84,5 @@ fn respond(request: &Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// Serve the sample site on `listener` until `shutdown` is cancelled.
 pub async fn serve_sample_origin(listener: TcpListener, shutdown: CancellationToken) {
-    crate::server::serve_simple(listener, shutdown, respond).await;
+    crate::admin::serve_simple(listener, shutdown, respond).await;
 }

@@ -103,3 +103,29 @@ impl ProxyError {
         out
     }
 }
+
+/// The response for an error, before anything of the origin's response went
+/// out: a short plain-text body naming the status. This is the one place an
+/// error becomes a response.
+pub fn error_response(error: &ProxyError) -> (http::response::Parts, bytes::Bytes) {
+    use http::header::{self, HeaderValue};
+    let status = error.status();
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    parts
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (parts, bytes::Bytes::from(text))
+}

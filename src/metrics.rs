@@ -1,21 +1,14 @@
-//! Counters, and the Prometheus text endpoint that exposes them.
+//! Counters, and their Prometheus text exposition (served by [`crate::admin`]).
 //!
 //! Every counter is a relaxed atomic: the hot path never takes a lock.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
+use crate::conn::Protocol;
 use crate::error::{ErrorSide, ProxyError};
-use crate::proxy::{ConnContext, Protocol};
-use crate::push::Plan;
+use crate::policy::push::Plan;
 
 /// Upper bounds of the request-duration histogram, in seconds.
 const BUCKETS: [f64; 11] = [
@@ -94,8 +87,8 @@ impl Metrics {
     }
 
     /// A finished request: its status, body bytes sent, and duration.
-    pub fn request(&self, ctx: &ConnContext, status: u16, bytes: u64, started: Instant) {
-        let protocol = match ctx.protocol {
+    pub fn request(&self, protocol: Protocol, status: u16, bytes: u64, started: Instant) {
+        let protocol = match protocol {
             Protocol::Http1 => 0,
             Protocol::Http2 => 1,
         };
@@ -358,22 +351,4 @@ impl Exposition {
             let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
         }
     }
-}
-
-/// Serve `GET /metrics` over cleartext HTTP/1.1 until shutdown.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    crate::server::serve_simple(listener, shutdown, move |request| {
-        if request.uri().path() != "/metrics" {
-            let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
-            *response.status_mut() = StatusCode::NOT_FOUND;
-            return response;
-        }
-        let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        response
-    })
-    .await;
 }

@@ -14,17 +14,18 @@
 //!   the configured total;
 //! - a request that finds no free connection waits its turn, for at most
 //!   `timeouts.origin_response_header`, and then gets a 503;
-//! - waiting requests are served fewest-held-first: a request from a client
-//!   connection that holds no origin connection goes before one from a
-//!   client connection that already holds many;
-//! - one client connection holds at most an eighth of a worker's
-//!   connections, and the last quarter is kept for client connections that
-//!   hold none yet, so a few greedy or stalled clients can never take every
+//! - one client connection holds (or waits for) at most an eighth of a
+//!   worker's connections, and never fewer than four; its further requests
+//!   wait at the connection, so the pool's own queue stays short and fair;
+//! - waiting requests are served in arrival order, except that the last
+//!   quarter of a worker's connections is kept for client connections that
+//!   hold none yet. So a few greedy or stalled clients can never take every
 //!   connection from the others. (Enough stalled clients still can, until
 //!   `timeouts.client_write` cuts them off: a proxy that streams bodies
 //!   instead of spooling them to disk keeps an origin connection per
 //!   download in progress.)
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -54,15 +55,61 @@ pub type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
 type Sender = http1::SendRequest<OriginBody>;
 
 /// What one client connection holds of the origin, for fair sharing.
+/// Cheap to clone; clones count together.
+#[derive(Debug, Clone, Default)]
+pub struct ClientShare(Arc<ShareCounts>);
+
 #[derive(Debug, Default)]
-pub struct ClientShare {
+struct ShareCounts {
+    /// Requests holding an origin connection or waiting in the pool.
+    admitted: AtomicUsize,
+    /// Requests holding an origin connection.
     held: AtomicUsize,
+    /// Signalled when an admitted request leaves.
+    turn: tokio::sync::Notify,
 }
 
 impl ClientShare {
     /// Origin connections this client connection holds right now.
     pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.0.held.load(Ordering::Relaxed)
+    }
+
+    /// Wait until fewer than `cap` of this client's requests are admitted,
+    /// then admit one more.
+    async fn admit(&self, cap: usize) -> Admission {
+        let counts = &self.0;
+        let take = || {
+            counts
+                .admitted
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < cap).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        loop {
+            if take() {
+                return Admission(self.clone());
+            }
+            let turn = counts.turn.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            if take() {
+                return Admission(self.clone());
+            }
+            turn.await;
+        }
+    }
+}
+
+/// One admitted request of a client; leaving makes room for the next.
+struct Admission(ClientShare);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let counts = &(self.0).0;
+        counts.admitted.fetch_sub(1, Ordering::AcqRel);
+        counts.turn.notify_one();
     }
 }
 
@@ -93,7 +140,7 @@ struct Pool {
     limit: usize,
     /// Free connections kept for client connections that hold none.
     reserve: usize,
-    /// Most connections one client connection may hold.
+    /// Most connections one client connection may hold or wait for.
     per_client: usize,
     state: Mutex<State>,
 }
@@ -105,7 +152,7 @@ struct State {
     /// Idle connections, most recently used last.
     idle: Vec<Idle>,
     /// Requests waiting for a connection, in arrival order.
-    waiters: Vec<Waiter>,
+    waiters: VecDeque<Waiter>,
     next_waiter: u64,
 }
 
@@ -116,7 +163,7 @@ struct Idle {
 
 struct Waiter {
     id: u64,
-    share: Arc<ClientShare>,
+    share: ClientShare,
     grant: oneshot::Sender<Grant>,
 }
 
@@ -152,19 +199,22 @@ impl Drop for Slot {
     }
 }
 
-/// Marks a client connection as holding one origin connection.
-struct Held(Arc<ClientShare>);
+/// Marks a client connection as holding one origin connection; keeps its
+/// admission until the connection is given back.
+struct Held {
+    admission: Admission,
+}
 
 impl Held {
-    fn new(share: &Arc<ClientShare>) -> Held {
-        share.held.fetch_add(1, Ordering::Relaxed);
-        Held(share.clone())
+    fn new(admission: Admission) -> Held {
+        (admission.0).0.held.fetch_add(1, Ordering::Relaxed);
+        Held { admission }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.held.fetch_sub(1, Ordering::Relaxed);
+        ((self.admission.0).0).held.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -195,7 +245,7 @@ impl Origin {
             max_idle: origin.max_idle_per_host.div_ceil(workers),
             limit,
             reserve: limit / 4,
-            per_client: (limit / 8).max(1),
+            per_client: (limit / 8).max(4).min(limit),
             state: Mutex::new(State::default()),
         });
         spawn_idle_sweeper(&pool);
@@ -216,7 +266,7 @@ impl Origin {
     pub fn send(
         &self,
         request: Request<OriginBody>,
-        share: &Arc<ClientShare>,
+        share: &ClientShare,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'static {
         let pool = self.pool.clone();
         let share = share.clone();
@@ -241,13 +291,20 @@ impl Pool {
     async fn send(
         self: Arc<Self>,
         mut request: Request<OriginBody>,
-        share: Arc<ClientShare>,
+        share: ClientShare,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // A reused connection may turn out closed before the request was
         // written; the request then comes back and gets a new connection.
         for _attempt in 0..3 {
-            let grant = self.acquire(&share).await?;
-            let held = Held::new(&share);
+            let (grant, admission) = tokio::time::timeout(self.header_timeout, async {
+                let admission = share.admit(self.per_client).await;
+                let grant = self.acquire(&share).await;
+                (grant, admission)
+            })
+            .await
+            .map_err(|_| ProxyError::Unavailable("every origin connection is busy"))?;
+            let grant = grant?;
+            let held = Held::new(admission);
             let (mut sender, slot_reused) = match grant {
                 Grant::Idle(sender) => (sender, true),
                 Grant::Connect(slot) => (self.connect(slot).await?, false),
@@ -284,8 +341,8 @@ impl Pool {
     }
 
     /// Take a connection (or the right to open one), waiting when none is
-    /// free.
-    async fn acquire(self: &Arc<Self>, share: &Arc<ClientShare>) -> Result<Grant, ProxyError> {
+    /// free. The caller bounds the wait.
+    async fn acquire(self: &Arc<Self>, share: &ClientShare) -> Result<Grant, ProxyError> {
         let (id, waiting) = {
             let mut state = self.lock();
             if let Some(grant) = self.try_take(&mut state, share) {
@@ -294,29 +351,35 @@ impl Pool {
             let (grant, waiting) = oneshot::channel();
             let id = state.next_waiter;
             state.next_waiter += 1;
-            state.waiters.push(Waiter {
+            state.waiters.push_back(Waiter {
                 id,
                 share: share.clone(),
                 grant,
             });
             (id, waiting)
         };
-        match tokio::time::timeout(self.header_timeout, waiting).await {
-            Ok(Ok(grant)) => Ok(grant),
-            Ok(Err(_)) => Err(ProxyError::Unavailable("origin pool closed")),
-            Err(_) => {
-                self.lock().waiters.retain(|w| w.id != id);
-                Err(ProxyError::Unavailable("every origin connection is busy"))
-            }
-        }
+        // Leaves the queue if the caller gives up first.
+        let mut guard = QueueGuard {
+            pool: self,
+            id,
+            waiting: Some(waiting),
+        };
+        let Some(waiting) = guard.waiting.as_mut() else {
+            return Err(ProxyError::Unavailable("origin pool closed"));
+        };
+        let grant = waiting.await;
+        guard.waiting = None;
+        grant.map_err(|_| ProxyError::Unavailable("origin pool closed"))
     }
 
     /// A free connection for `share` now, if the rules allow one.
     fn try_take(self: &Arc<Self>, state: &mut State, share: &ClientShare) -> Option<Grant> {
         loop {
             let free = self.limit.saturating_sub(state.open) + state.idle.len();
+            // A client that holds nothing may take any free connection;
+            // others queue behind earlier requests and leave the reserve.
             let held = share.held();
-            if free == 0 || held >= self.per_client || (free <= self.reserve && held > 0) {
+            if free == 0 || (held > 0 && (free <= self.reserve || !state.waiters.is_empty())) {
                 return None;
             }
             if let Some(idle) = state.idle.pop() {
@@ -332,25 +395,24 @@ impl Pool {
         }
     }
 
-    /// The waiter to serve next: fewest connections held, then earliest;
-    /// when only the reserve is left, only a client that holds none.
+    /// The waiter to serve next: the earliest, or, when only the reserve is
+    /// left, the earliest of a client that holds no connection (looked for
+    /// among the first few, so a release never scans a long queue).
     fn next_waiter(&self, state: &mut State) -> Option<Waiter> {
+        const SCAN: usize = 64;
+        while state.waiters.front().is_some_and(|w| w.grant.is_closed()) {
+            state.waiters.pop_front();
+        }
         let free = self.limit.saturating_sub(state.open) + state.idle.len() + 1;
-        let reserved = free <= self.reserve;
-        let best = state
+        if free > self.reserve {
+            return state.waiters.pop_front();
+        }
+        let index = state
             .waiters
             .iter()
-            .enumerate()
-            .filter(|(_, w)| !w.grant.is_closed())
-            .filter(|(_, w)| w.share.held() < self.per_client)
-            .filter(|(_, w)| !reserved || w.share.held() == 0)
-            .min_by_key(|(_, w)| (w.share.held(), w.id))
-            .map(|(index, _)| index);
-        // Forget waiters that gave up.
-        let best_id = best.map(|index| state.waiters[index].id);
-        state.waiters.retain(|w| !w.grant.is_closed());
-        let index = state.waiters.iter().position(|w| Some(w.id) == best_id)?;
-        Some(state.waiters.remove(index))
+            .take(SCAN)
+            .position(|w| !w.grant.is_closed() && w.share.held() == 0)?;
+        state.waiters.remove(index)
     }
 
     /// Hand `grant` to the waiter to serve next; it comes back when no
@@ -448,6 +510,30 @@ impl Pool {
         state
             .idle
             .retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < timeout);
+    }
+}
+
+/// Takes a waiting request out of the pool's queue when it gives up, and
+/// passes on a connection that was handed to it in the meantime.
+struct QueueGuard<'a> {
+    pool: &'a Arc<Pool>,
+    id: u64,
+    waiting: Option<oneshot::Receiver<Grant>>,
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut waiting) = self.waiting.take() else {
+            return;
+        };
+        let id = self.id;
+        self.pool.lock().waiters.retain(|w| w.id != id);
+        match waiting.try_recv() {
+            Ok(Grant::Idle(sender)) => self.pool.check_in(sender),
+            // The slot frees itself (outside the lock) as it drops.
+            Ok(Grant::Connect(slot)) => drop(slot),
+            Err(_) => {}
+        }
     }
 }
 

@@ -9,30 +9,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::convert::Infallible;
-
 use bytes::{Buf, Bytes};
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::error::ProxyError;
+use crate::conn::{ConnContext, Protocol};
 use crate::frontend::{self, WriteDeadline};
-use crate::metrics::Metrics;
-use crate::origin::Origin;
-use crate::proxy::{ConnContext, Protocol};
-use crate::push;
-use crate::tls::{self, ServerNames, TlsError};
+use crate::runtime::Worker;
+pub use crate::runtime::{Global, ServerError};
+use crate::tls;
 
 /// A bound listening socket and how to speak on it.
 pub struct Listener {
@@ -61,87 +51,6 @@ impl Listener {
     }
 }
 
-/// Start-up failures of [`run`].
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("a TLS listener is configured but no certificate: set tls.cert and tls.key, or tls.self_signed = true")]
-    NoCertificate,
-    #[error("origin: {0}")]
-    Origin(#[from] ProxyError),
-    #[error("metrics.listen: {0}")]
-    Metrics(io::Error),
-}
-
-/// What every worker of one proxy process shares: configuration, counters,
-/// learned state, the TLS acceptor and the connection limit. Cheap to clone.
-#[derive(Clone)]
-pub struct Global {
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    /// Learned early hints, when `[hints] learn` is on.
-    pub learned: Option<Arc<crate::hints::LearnedHints>>,
-    /// Validators of assets seen, when `[push] cache_digest` is on.
-    pub validators: Option<Arc<crate::digest::Validators>>,
-    acceptor: Option<TlsAcceptor>,
-    /// The names pushes may be promised under.
-    names: Arc<ServerNames>,
-    /// Client connections open at once, over all workers.
-    limit: Arc<Semaphore>,
-    policy: push::Policy,
-    /// How many workers share the origin connection limit.
-    workers: usize,
-}
-
-impl Global {
-    /// Build the process-wide state; loads (or generates) the certificate,
-    /// so a bad one fails here, before anything listens.
-    pub fn new(config: Arc<Config>, workers: usize) -> Result<Global, ServerError> {
-        let (acceptor, leaf) = match &config.tls.source {
-            Some(source) => {
-                let built = tls::acceptor(source)?;
-                (Some(built.acceptor), Some(built.leaf))
-            }
-            None => (None, None),
-        };
-        let names = Arc::new(ServerNames::new(&config.server.names, leaf));
-        Ok(Global {
-            metrics: Arc::new(Metrics::default()),
-            learned: config
-                .hints
-                .learn
-                .then(|| Arc::new(crate::hints::LearnedHints::new(&config.hints))),
-            validators: config.push.cache_digest.then(|| {
-                Arc::new(crate::digest::Validators::new(
-                    config.push.cache_digest_validator_ttl,
-                ))
-            }),
-            acceptor,
-            names,
-            limit: Arc::new(Semaphore::new(config.limits.max_connections)),
-            policy: policy(&config.push),
-            workers: workers.max(1),
-            config,
-        })
-    }
-}
-
-/// What every connection of one worker shares.
-pub struct Shared {
-    pub config: Arc<Config>,
-    /// This worker's pool of origin connections.
-    pub origin: Origin,
-    pub metrics: Arc<Metrics>,
-    /// Cancelled when graceful shutdown starts.
-    pub shutdown: CancellationToken,
-    pub policy: push::Policy,
-    pub learned: Option<Arc<crate::hints::LearnedHints>>,
-    pub validators: Option<Arc<crate::digest::Validators>>,
-    /// The names pushes may be promised under.
-    pub names: Arc<ServerNames>,
-}
-
 /// Run the proxy on already-bound listeners until `shutdown` completes, then
 /// drain: stop accepting, let in-flight requests finish within
 /// `timeouts.shutdown_grace`, and close what is left. Everything runs on
@@ -168,26 +77,17 @@ pub async fn run_worker(
     if listeners.iter().any(|l| l.tls) && global.acceptor.is_none() {
         return Err(ServerError::NoCertificate);
     }
-    let shared = Arc::new(Shared {
-        origin: Origin::new(&config, global.workers)?,
-        names: global.names.clone(),
-        policy: global.policy.clone(),
-        learned: global.learned.clone(),
-        validators: global.validators.clone(),
-        metrics: global.metrics.clone(),
-        shutdown: CancellationToken::new(),
-        config: config.clone(),
-    });
+    let worker = Arc::new(Worker::new(&global)?);
     let tracker = TaskTracker::new();
     if let (Some(address), true) = (config.metrics.listen, serve_metrics) {
         let listener = TcpListener::bind(address)
             .await
             .map_err(ServerError::Metrics)?;
         tracing::info!(%address, "metrics on http://{address}/metrics");
-        tracker.spawn(crate::metrics::serve(
+        tracker.spawn(crate::admin::serve(
             listener,
             global.metrics.clone(),
-            shared.shutdown.clone(),
+            worker.shutdown.clone(),
         ));
     }
     for listener in listeners {
@@ -199,7 +99,7 @@ pub async fn run_worker(
         tracker.spawn(accept_loop(
             listener,
             acceptor,
-            shared.clone(),
+            worker.clone(),
             global.limit.clone(),
             tracker.clone(),
         ));
@@ -209,7 +109,7 @@ pub async fn run_worker(
         grace = ?config.timeouts.shutdown_grace,
         "shutting down: no new connections, draining in-flight requests"
     );
-    shared.shutdown.cancel();
+    worker.shutdown.cancel();
     tracker.close();
     let deadline = config.timeouts.shutdown_grace + Duration::from_secs(1);
     if tokio::time::timeout(deadline, tracker.wait())
@@ -221,24 +121,10 @@ pub async fn run_worker(
     Ok(())
 }
 
-/// The push policy's view of the `[push]` settings.
-fn policy(settings: &crate::config::PushSettings) -> push::Policy {
-    push::Policy {
-        enabled: settings.enabled,
-        preload: match settings.preload {
-            crate::config::PreloadMode::Push => push::PreloadMode::Push,
-            crate::config::PreloadMode::HintOnly => push::PreloadMode::HintOnly,
-        },
-        max_pushes_per_response: settings.max_pushes_per_response,
-        allow_credentialed: settings.allow_credentialed,
-        dry_run: settings.dry_run,
-    }
-}
-
 async fn accept_loop(
     listener: Listener,
     acceptor: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
+    worker: Arc<Worker>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
 ) {
@@ -252,11 +138,11 @@ async fn accept_loop(
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            _ = shared.shutdown.cancelled() => return,
+            _ = worker.shutdown.cancelled() => return,
         };
         let accepted = tokio::select! {
             accepted = listener.tcp.accept() => accepted,
-            _ = shared.shutdown.cancelled() => return,
+            _ = worker.shutdown.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -269,15 +155,15 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local = local.unwrap_or(peer);
-        let shared = shared.clone();
+        let worker = worker.clone();
         let acceptor = acceptor.clone();
         let span = tracing::debug_span!("conn", %peer);
         tracker.spawn(
             async move {
                 let _permit = permit;
-                shared.metrics.connection_opened();
-                serve_connection(stream, peer, local, acceptor, &shared).await;
-                shared.metrics.connection_closed();
+                worker.metrics.connection_opened();
+                serve_connection(stream, peer, local, acceptor, &worker).await;
+                worker.metrics.connection_closed();
             }
             .instrument(span),
         );
@@ -289,9 +175,9 @@ async fn serve_connection(
     peer: SocketAddr,
     local: SocketAddr,
     acceptor: Option<TlsAcceptor>,
-    shared: &Arc<Shared>,
+    worker: &Arc<Worker>,
 ) {
-    let timeouts = &shared.config.timeouts;
+    let timeouts = &worker.config.timeouts;
     let stream = WriteDeadline::new(stream, timeouts.client_write);
     match acceptor {
         Some(acceptor) => {
@@ -300,22 +186,22 @@ async fn serve_connection(
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
                         tracing::debug!(%error, "TLS handshake failed");
-                        shared.metrics.tls_failure();
+                        worker.metrics.tls_failure();
                         return;
                     }
                     Err(_) => {
                         tracing::debug!("TLS handshake timed out");
-                        shared.metrics.tls_failure();
+                        worker.metrics.tls_failure();
                         return;
                     }
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2);
             if h2 {
-                let ctx = ConnContext::new(peer, local, true, Protocol::Http2);
-                frontend::h2::serve(tls, ctx, shared.clone()).await;
+                let ctx = Arc::new(ConnContext::new(peer, local, true, Protocol::Http2));
+                frontend::h2::serve(tls, ctx, worker.clone()).await;
             } else {
-                let ctx = ConnContext::new(peer, local, true, Protocol::Http1);
-                frontend::h1::serve(tls, ctx, shared.clone()).await;
+                let ctx = Arc::new(ConnContext::new(peer, local, true, Protocol::Http1));
+                frontend::h1::serve(tls, ctx, worker.clone()).await;
             }
         }
         None => {
@@ -323,12 +209,12 @@ async fn serve_connection(
                 tokio::time::timeout(timeouts.client_header_read, sniff_preface(stream)).await;
             match detected {
                 Ok(Ok((stream, true))) => {
-                    let ctx = ConnContext::new(peer, local, false, Protocol::Http2);
-                    frontend::h2::serve(stream, ctx, shared.clone()).await;
+                    let ctx = Arc::new(ConnContext::new(peer, local, false, Protocol::Http2));
+                    frontend::h2::serve(stream, ctx, worker.clone()).await;
                 }
                 Ok(Ok((stream, false))) => {
-                    let ctx = ConnContext::new(peer, local, false, Protocol::Http1);
-                    frontend::h1::serve(stream, ctx, shared.clone()).await;
+                    let ctx = Arc::new(ConnContext::new(peer, local, false, Protocol::Http1));
+                    frontend::h1::serve(stream, ctx, worker.clone()).await;
                 }
                 Ok(Err(error)) => tracing::debug!(%error, "connection closed before a request"),
                 Err(_) => tracing::debug!("no request bytes in time"),
@@ -421,34 +307,5 @@ impl<IO: AsyncWrite> AsyncWrite for Prefixed<IO> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
-    }
-}
-
-/// Serve a small cleartext HTTP/1.1 endpoint (the metrics page, the demo's
-/// sample origin) with a synchronous handler, until `shutdown`.
-pub async fn serve_simple<F>(listener: TcpListener, shutdown: CancellationToken, respond: F)
-where
-    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
-{
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            // EMFILE and friends: back off instead of spinning.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let respond = respond.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = respond(&request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
     }
 }

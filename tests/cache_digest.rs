@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use linkpush::digest::CacheDigest;
+use linkpush::policy::digest::CacheDigest;
 use support::*;
 
 /// The current ETag of each asset, changeable by the test.

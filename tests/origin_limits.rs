@@ -166,8 +166,10 @@ async fn open_streams(
 async fn stalled_downloads_never_hold_more_origin_connections_than_the_limit() {
     bounded(async {
         let origin = TestOrigin::start(site()).await;
-        // Appended to the [origin] table the test config ends with.
-        let extra = "max_concurrent_requests = 8\n";
+        // Appended to the [origin] table the test config ends with: one
+        // client connection may hold 4 of these 32 (an eighth, and never
+        // fewer than four).
+        let extra = "max_concurrent_requests = 32\n";
         let proxy = TestProxy::start(&origin.url(), extra).await;
         // Four clients, 100 downloads each, none ever read.
         let mut clients = Vec::new();
@@ -181,11 +183,10 @@ async fn stalled_downloads_never_hold_more_origin_connections_than_the_limit() {
             eventually(Duration::from_secs(5), || origin.connections.open() >= 4).await,
             "the stalled downloads reach the origin"
         );
-        // Give the proxy time to (wrongly) open more. One client connection
-        // holds at most an eighth of the eight connections.
+        // Give the proxy time to (wrongly) open more.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
-            origin.connections.peak() <= 8,
+            origin.connections.peak() <= 16,
             "the origin saw {} connections at once",
             origin.connections.peak()
         );
@@ -196,7 +197,7 @@ async fn stalled_downloads_never_hold_more_origin_connections_than_the_limit() {
         assert_eq!(exchange.status, StatusCode::OK);
         assert_eq!(exchange.body.expect("body"), Bytes::from("small"));
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(origin.connections.peak() <= 8);
+        assert!(origin.connections.peak() <= 32);
         drop(pending);
     })
     .await;

@@ -1,46 +1,63 @@
 //! The HTTP/1.1 frontend, on hyper's http1 server: keep-alive, chunked
 //! request bodies, `Expect: 100-continue` and pipelining come from hyper.
 //!
-//! HTTP/1.1 clients cannot take pushes, so the push policy runs with
-//! "HTTP/1.1 client" as a fact: every `rel=push` link becomes a preload.
+//! HTTP/1.1 clients take no pushes and (through hyper's server) no 103s,
+//! so the exchange runs with "HTTP/1.1 client" as a fact: every `rel=push`
+//! link becomes a preload.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::CappedBody;
-use crate::error::{BoxError, ProxyError};
-use crate::hints;
-use crate::origin::ResponseBody;
-use crate::proxy::{self, AccessRecord, ConnContext};
-use crate::push::{self, ClientPush, ResponseState};
-use crate::server::Shared;
+use crate::access_log::Record;
+use crate::conn::ConnContext;
+use crate::error::BoxError;
+use crate::exchange::{self, Client, ConnMemory, Promise, Reply, ReplyBody};
+use crate::policy::push::{ClientPush, Reason};
+use crate::runtime::Worker;
 
 /// A response body toward an HTTP/1.1 client.
-pub type H1Body = Logged<Either<ResponseBody, Full<Bytes>>>;
+pub type H1Body = Logged<ReplyBody>;
+
+/// What every request of one HTTP/1.1 connection shares.
+struct Connection {
+    ctx: Arc<ConnContext>,
+    worker: Arc<Worker>,
+}
 
 /// Serve one HTTP/1.1 connection.
-pub async fn serve<IO>(io: IO, ctx: ConnContext, shared: Arc<Shared>)
+pub async fn serve<IO>(io: IO, ctx: Arc<ConnContext>, worker: Arc<Worker>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = &shared.config;
-    let state = Arc::new((ctx, shared.clone()));
-    let service = service_fn(move |request| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state.0, &state.1, request).await) }
+    let config = &worker.config;
+    let connection = Arc::new(Connection {
+        ctx,
+        worker: worker.clone(),
+    });
+    let service = service_fn(move |request: Request<Incoming>| {
+        let connection = connection.clone();
+        async move {
+            let reply =
+                exchange::serve(&connection.worker, &connection.ctx, request, &mut Http1).await;
+            Ok::<_, Infallible>(match reply {
+                Some(reply) => respond(reply, &connection.worker),
+                // An HTTP/1.1 client never goes away mid-exchange without
+                // taking the connection (and this future) with it.
+                None => Response::new(Logged::empty()),
+            })
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -57,7 +74,7 @@ where
                 tracing::debug!(%error, "http/1.1 connection ended with an error");
             }
         }
-        _ = shared.shutdown.cancelled() => {
+        _ = worker.shutdown.cancelled() => {
             // Finish the in-flight exchange with `Connection: close`.
             connection.as_mut().graceful_shutdown();
             let grace = config.timeouts.shutdown_grace;
@@ -68,171 +85,90 @@ where
     }
 }
 
-async fn handle(
-    ctx: &ConnContext,
-    shared: &Arc<Shared>,
-    request: Request<Incoming>,
-) -> Response<H1Body> {
-    let started = Instant::now();
-    let config = &shared.config;
-    let (parts, body) = request.into_parts();
-    let mut log = OwnedAccess {
-        ctx: ctx.clone(),
-        shared: shared.clone(),
-        method: parts.method.to_string(),
-        authority: String::new(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str().to_string())
-            .unwrap_or_default(),
-        status: 0,
-        started,
-        origin_time: None,
-        error: None,
-    };
-    let target = match proxy::validate(&parts, ctx, config) {
-        Ok(target) => target,
-        Err(error) => return fail(log, &error),
-    };
-    log.authority = target.authority.clone();
-    let body_is_empty = body.is_end_stream();
-    let (body, tripwire) = CappedBody::new(body, config.limits.max_request_body_bytes);
-    let origin_request = match proxy::origin_request(
-        &parts,
-        &target,
-        body.boxed_unsync(),
-        body_is_empty,
-        ctx,
-        config,
-        &shared.origin,
-    ) {
-        Ok(request) => request,
-        Err(error) => return fail(log, &error),
-    };
-    let (result, origin_time) = proxy::forward(&shared.origin, origin_request, ctx).await;
-    log.origin_time = Some(origin_time);
-    let response = result.and_then(|response| {
-        let (mut head, body) = response.into_parts();
-        proxy::clean_response(&mut head)?;
-        Ok((head, body))
-    });
-    let (mut head, body) = match response {
-        Ok(response) => response,
-        Err(error) => {
-            let error = if tripwire.tripped() {
-                ProxyError::BodyTooLarge {
-                    limit: config.limits.max_request_body_bytes,
-                }
-            } else {
-                error
-            };
-            shared.metrics.origin_error(&error);
-            return fail(log, &error);
-        }
-    };
-    proxy::record_validator(shared.validators.as_deref(), &target, &head);
-    if let Some(learned) = &shared.learned {
-        let key = learned.key(&target.authority, &target.path_and_query);
-        let status = head.status.as_u16();
-        let lesson = hints::lesson(
-            &target.method,
-            &key,
-            status,
-            &head.headers,
-            learned.min_clients(),
-        );
-        learned.apply(key, ctx.peer, lesson);
+/// An HTTP/1.1 client, as the exchange sees it: it can take neither a push
+/// nor a 103, and it only goes away with its connection.
+struct Http1;
+
+impl Client for Http1 {
+    fn push_state(&self) -> ClientPush {
+        ClientPush::Http1
     }
-    let lines = proxy::link_lines(&head.headers);
-    if !lines.is_empty() {
-        let facts = push::Facts {
-            method: &target.method,
-            scheme: ctx.scheme(),
-            authority: &target.authority,
-            path_and_query: &target.path_and_query,
-            status: head.status.as_u16(),
-            authority_served: shared.names.serves(&target.authority),
-            client: ClientPush::Http1,
-            cached: None,
-        };
-        let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        // HTTP/1.1 never pushes, so a throwaway diary is enough.
-        let mut diary = push::Diary::new(1);
-        let plan = push::decide(
-            &shared.policy,
-            &facts,
-            &line_refs,
-            &mut diary,
-            &mut ResponseState::default(),
-        );
-        shared.metrics.push_decisions(&plan);
-        proxy::apply_plan(&mut head.headers, &plan, config.push.explain);
+
+    fn memory(&self) -> Option<&ConnMemory> {
+        None
     }
-    log.status = head.status.as_u16();
-    Response::from_parts(head, Logged::new(Either::Left(body), log))
+
+    fn takes_informational(&self) -> bool {
+        false
+    }
+
+    fn hint(&mut self, _links: HeaderMap) -> bool {
+        false
+    }
+
+    fn promise(&mut self, _promise: Promise) -> Result<(), Reason> {
+        Err(Reason::Http1Client)
+    }
+
+    fn poll_gone(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
 }
 
-fn fail(mut log: OwnedAccess, error: &ProxyError) -> Response<H1Body> {
-    proxy::log_error(error, &log.ctx, &log.path);
-    log.status = error.status().as_u16();
-    log.error = Some(error.chain());
-    let response = proxy::error_response(error);
-    let (parts, body) = response.into_parts();
-    Response::from_parts(parts, Logged::new(Either::Right(body), log))
-}
-
-/// The access-log fields of an HTTP/1.1 exchange, written once its body
-/// has been sent (or abandoned).
-struct OwnedAccess {
-    ctx: ConnContext,
-    shared: Arc<Shared>,
-    method: String,
-    authority: String,
-    path: String,
-    status: u16,
-    started: Instant,
-    origin_time: Option<Duration>,
-    error: Option<String>,
+fn respond(reply: Reply, worker: &Arc<Worker>) -> Response<H1Body> {
+    let Reply { head, body, record } = reply;
+    Response::from_parts(head, Logged::new(body, record, worker.clone()))
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that counts its bytes and writes the access-log
-    /// line when it ends, fails, or is dropped half-sent.
+    /// A response body that counts its bytes and finishes the exchange's
+    /// record when it ends, fails, or is dropped half-sent.
     pub struct Logged<B> {
         #[pin]
-        inner: B,
+        inner: Option<B>,
         bytes: u64,
         ended: bool,
-        log: Option<OwnedAccess>,
+        record: Option<(Record, Arc<Worker>)>,
         // Runs only while the origin owes the next bytes, so a slow client
-        // (which simply polls late) never trips it.
-        read_timeout: Duration,
+        // (which simply polls late) never trips it. Made at the first wait,
+        // then re-armed in place.
         stall: Option<Pin<Box<tokio::time::Sleep>>>,
+        waiting: bool,
     }
 
     impl<B> PinnedDrop for Logged<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(mut log) = this.log.take() {
-                if log.error.is_none() && !*this.ended {
-                    log.error = Some("client went away before the body was sent".to_string());
+            if let Some((mut record, worker)) = this.record.take() {
+                if !*this.ended {
+                    record.fail("client went away before the body was sent");
                 }
-                emit(&log, *this.bytes);
+                record.finish(*this.bytes, &worker.metrics, worker.access_log());
             }
         }
     }
 }
 
 impl<B: Body> Logged<B> {
-    fn new(inner: B, log: OwnedAccess) -> Self {
+    fn new(inner: B, record: Record, worker: Arc<Worker>) -> Self {
         Logged {
             ended: inner.is_end_stream(),
-            read_timeout: log.shared.config.timeouts.origin_read,
-            inner,
+            inner: Some(inner),
             bytes: 0,
-            log: Some(log),
+            record: Some((record, worker)),
             stall: None,
+            waiting: false,
+        }
+    }
+
+    fn empty() -> Self {
+        Logged {
+            ended: true,
+            inner: None,
+            bytes: 0,
+            record: None,
+            stall: None,
+            waiting: false,
         }
     }
 }
@@ -241,26 +177,6 @@ impl<B: Body> Logged<B> {
 #[derive(Debug, thiserror::Error)]
 #[error("origin body stalled for {0:?}")]
 pub struct OriginStalled(Duration);
-
-fn emit(log: &OwnedAccess, bytes: u64) {
-    log.shared
-        .metrics
-        .request(&log.ctx, log.status, bytes, log.started);
-    AccessRecord {
-        ctx: &log.ctx,
-        method: &log.method,
-        authority: &log.authority,
-        path: &log.path,
-        status: log.status,
-        bytes,
-        started: log.started,
-        origin_time: log.origin_time,
-        pushed: false,
-        pushes: &[],
-        error: log.error.as_deref(),
-    }
-    .emit(log.shared.config.log.access_log);
-}
 
 impl<B> Body for Logged<B>
 where
@@ -275,20 +191,31 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let polled = match this.inner.poll_frame(cx) {
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = match inner.poll_frame(cx) {
             Poll::Pending => {
-                let timeout = *this.read_timeout;
+                let Some((_, worker)) = this.record.as_ref() else {
+                    return Poll::Pending;
+                };
+                let timeout = worker.config.timeouts.origin_read;
+                let deadline = tokio::time::Instant::now() + timeout;
                 let stall = this
                     .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !*this.waiting {
+                    stall.as_mut().reset(deadline);
+                    *this.waiting = true;
+                }
                 if stall.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                *this.stall = None;
+                *this.waiting = false;
                 Poll::Ready(Some(Err(OriginStalled(timeout).into())))
             }
             Poll::Ready(ready) => {
-                *this.stall = None;
+                *this.waiting = false;
                 Poll::Ready(ready.map(|frame| frame.map_err(Into::into)))
             }
         };
@@ -299,16 +226,16 @@ where
                 }
             }
             Poll::Ready(Some(Err(error))) => {
-                if let Some(log) = this.log.as_mut() {
-                    tracing::warn!(conn = log.ctx.id, path = %log.path, %error, "origin body failed; closing connection");
-                    log.shared.metrics.origin_body_error();
-                    log.error = Some(format!("origin body failed: {error}"));
+                if let Some((record, worker)) = this.record.as_mut() {
+                    tracing::warn!(conn = record.conn().id, path = record.path(), %error, "origin body failed; closing connection");
+                    worker.metrics.origin_body_error();
+                    record.fail(format!("origin body failed: {error}"));
                 }
             }
             Poll::Ready(None) => {
                 *this.ended = true;
-                if let Some(log) = this.log.take() {
-                    emit(&log, *this.bytes);
+                if let Some((record, worker)) = this.record.take() {
+                    record.finish(*this.bytes, &worker.metrics, worker.access_log());
                 }
             }
             Poll::Pending => {}
@@ -317,10 +244,12 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -102,6 +102,32 @@ impl Header {
         }
     }
 
+    /// A copy that owns its bytes. A field parsed from a larger buffer (an
+    /// HTTP/1.1 response head read by hyper, an HPACK block read off the
+    /// wire) shares that buffer; an entry kept in a dynamic table must not
+    /// keep the whole buffer alive for as long as the entry lives.
+    pub fn detached(&self) -> Header {
+        fn own(bytes: &[u8]) -> Bytes {
+            Bytes::copy_from_slice(bytes)
+        }
+        match self {
+            Header::Field { name, value } => {
+                let name = HeaderName::from_bytes(name.as_str().as_bytes())
+                    .unwrap_or_else(|_| name.clone());
+                let mut copy = HeaderValue::from_maybe_shared(own(value.as_bytes()))
+                    .unwrap_or_else(|_| value.clone());
+                copy.set_sensitive(value.is_sensitive());
+                Header::Field { name, value: copy }
+            }
+            Header::Authority(v) => Header::Authority(BytesStr(own(v.as_str().as_bytes()))),
+            Header::Method(v) => Header::Method(v.clone()),
+            Header::Scheme(v) => Header::Scheme(BytesStr(own(v.as_str().as_bytes()))),
+            Header::Path(v) => Header::Path(BytesStr(own(v.as_str().as_bytes()))),
+            Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
+            Header::Status(v) => Header::Status(*v),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match *self {
             Header::Field {

@@ -339,7 +339,8 @@ impl Table {
 
         self.slots.push_front(Slot {
             hash,
-            header,
+            // Owned bytes: the entry may outlive the buffer it came from.
+            header: header.detached(),
             next: None,
         });
     }

@@ -181,7 +181,9 @@ impl FrameWatcher {
                     bytes = &bytes[take..];
                     if *len == FRAME_HEADER_LEN {
                         let header = *buf;
-                        if header[3] == TYPE_RST_STREAM && header[5..9] != [0, 0, 0, 0] {
+                        // Only the client's own streams (odd ids): refusing
+                        // a push is no flood, and pushes are ours to bound.
+                        if header[3] == TYPE_RST_STREAM && header[8] & 1 == 1 {
                             self.count_reset(peer);
                         }
                         self.state = after_header(&header, peer);
@@ -393,6 +395,15 @@ mod tests {
             flood.extend(frame(TYPE_RST_STREAM, 0, stream * 2 + 1, &[0, 0, 0, 8]));
         }
         assert!(feed_in_chunks(&flood, 4096).flooded.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn refused_pushes_are_not_counted_as_resets() {
+        let mut bytes = PREFACE.to_vec();
+        for stream in 1..=5000u32 {
+            bytes.extend(frame(TYPE_RST_STREAM, 0, stream * 2, &[0, 0, 0, 7]));
+        }
+        assert!(!feed_in_chunks(&bytes, 4096).flooded.load(Ordering::Relaxed));
     }
 
     #[test]

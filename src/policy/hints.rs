@@ -36,7 +36,7 @@ use http::Method;
 use lru::LruCache;
 
 use crate::config::HintSettings;
-use crate::link::{parse_field, Element};
+use crate::policy::link::{parse_field, Element};
 
 /// Relation types a learned hint keeps.
 const HINT_RELS: [&str; 4] = ["preload", "push", "modulepreload", "preconnect"];

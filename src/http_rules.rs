@@ -1,87 +1,31 @@
-//! The per-request path both frontends share: validate the client's request,
-//! translate it for the HTTP/1.1 origin, clean the origin's response, turn
-//! errors into responses, and write the access log.
+//! The HTTP rules of the request path, as pure functions: which client
+//! requests may be forwarded and what the origin is sent in their place,
+//! which origin responses may be relayed and what the client is sent.
 //!
 //! Translation follows RFC 9110 §7.6.1 (connection-specific fields) and
 //! RFC 9113 §8.2 (HTTP/2 field rules). Anything that could make the origin see
 //! a different request than the proxy validated is rejected here, before a
 //! byte reaches the origin.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::Full;
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, StatusCode, Version};
 
 use crate::config::Config;
+use crate::conn::{ConnContext, Protocol};
 use crate::error::ProxyError;
-use crate::origin::{ClientShare, Origin, OriginBody, ResponseBody};
+use crate::origin::OriginBody;
 
-/// The client-facing protocol of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http1,
-    Http2,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http1 => "HTTP/1.1",
-            Protocol::Http2 => "HTTP/2",
-        }
-    }
-}
-
-/// Facts about one client connection, shared by all its requests.
-#[derive(Debug, Clone)]
-pub struct ConnContext {
-    /// A process-unique connection number, for logs.
-    pub id: u64,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    /// The connection arrived over TLS (so the request scheme is https).
-    pub secure: bool,
-    pub protocol: Protocol,
-    /// What this connection holds of the origin pool (fair sharing).
-    pub share: Arc<ClientShare>,
-}
-
-static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
-
-impl ConnContext {
-    pub fn new(peer: SocketAddr, local: SocketAddr, secure: bool, protocol: Protocol) -> Self {
-        ConnContext {
-            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
-            peer,
-            local,
-            secure,
-            protocol,
-            share: Arc::new(ClientShare::default()),
-        }
-    }
-
-    pub fn scheme(&self) -> &'static str {
-        if self.secure {
-            "https"
-        } else {
-            "http"
-        }
-    }
-}
-
-/// What a validated request asks for.
+/// What a validated request asks for. Cheap to clone: the authority and
+/// path share the request's own bytes.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub method: Method,
-    /// The authority the client addressed (`:authority`, or `Host`).
-    pub authority: String,
+    /// The authority the client addressed (`:authority`, or `Host`), lower
+    /// case.
+    pub authority: Authority,
     /// The origin-form request target, `/path?query` (or `*`).
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
     /// The declared body length, when there is one.
     pub content_length: Option<u64>,
 }
@@ -152,8 +96,8 @@ pub fn validate(
     }
     let authority = authority(parts, ctx)?;
     let path_and_query = match parts.uri.path_and_query() {
-        Some(pq) => pq.as_str(),
-        None => "/",
+        Some(pq) => pq.clone(),
+        None => PathAndQuery::from_static("/"),
     };
     if path_and_query == "*" {
         if *method != Method::OPTIONS {
@@ -161,7 +105,7 @@ pub fn validate(
                 "asterisk-form target is only for OPTIONS",
             ));
         }
-    } else if !path_and_query.starts_with('/') {
+    } else if !path_and_query.as_str().starts_with('/') {
         return Err(ProxyError::BadRequest("request target must start with '/'"));
     }
     for value in parts.headers.values() {
@@ -191,25 +135,25 @@ pub fn validate(
     Ok(Target {
         method: method.clone(),
         authority,
-        path_and_query: path_and_query.to_string(),
+        path_and_query,
         content_length,
     })
 }
 
 /// The authority: `:authority` (or an absolute-form target) wins over
 /// `Host`, per RFC 9113 §8.3.1, and the origin sees exactly one Host.
-fn authority(parts: &http::request::Parts, ctx: &ConnContext) -> Result<String, ProxyError> {
+fn authority(parts: &http::request::Parts, ctx: &ConnContext) -> Result<Authority, ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     let authority = match (parts.uri.authority(), host) {
-        (Some(authority), _) => authority.as_str().to_string(),
-        (None, Some(host)) => host
-            .to_str()
-            .map_err(|_| ProxyError::BadRequest("Host is not ASCII"))?
-            .to_string(),
+        (Some(authority), _) => authority.clone(),
+        (None, Some(host)) => {
+            Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(host.as_bytes()))
+                .map_err(|_| ProxyError::BadRequest("invalid authority"))?
+        }
         (None, None) => {
             return Err(ProxyError::BadRequest(match ctx.protocol {
                 Protocol::Http1 => "missing Host header",
@@ -217,13 +161,14 @@ fn authority(parts: &http::request::Parts, ctx: &ConnContext) -> Result<String, 
             }))
         }
     };
-    let parsed: http::uri::Authority = authority
-        .parse()
-        .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
-    if authority.contains('@') || parsed.host().is_empty() {
+    if authority.as_str().contains('@') || authority.host().is_empty() {
         return Err(ProxyError::BadRequest("authority must be host[:port]"));
     }
-    Ok(authority.to_ascii_lowercase())
+    if authority.as_str().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Authority::from_maybe_shared(authority.as_str().to_ascii_lowercase())
+            .map_err(|_| ProxyError::BadRequest("invalid authority"));
+    }
+    Ok(authority)
 }
 
 /// Every Content-Length value must be the same plain decimal number.
@@ -256,7 +201,6 @@ pub fn origin_request(
     body_is_empty: bool,
     ctx: &ConnContext,
     config: &Config,
-    origin: &Origin,
 ) -> Result<Request<OriginBody>, ProxyError> {
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 6);
     let listed = connection_listed(&parts.headers);
@@ -294,7 +238,7 @@ pub fn origin_request(
             headers.insert(header::COOKIE, value);
         }
     }
-    let host = HeaderValue::from_str(&target.authority)
+    let host = HeaderValue::from_str(target.authority.as_str())
         .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
     headers.insert(header::HOST, host.clone());
     add_forwarding(
@@ -316,7 +260,8 @@ pub fn origin_request(
     }
     let mut request = Request::new(body);
     *request.method_mut() = target.method.clone();
-    *request.uri_mut() = origin.uri_for(&target.path_and_query)?;
+    // Origin-form: the request line carries the path and query only.
+    *request.uri_mut() = http::Uri::from(target.path_and_query.clone());
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     Ok(request)
@@ -443,143 +388,20 @@ pub fn clean_response(parts: &mut http::response::Parts) -> Result<(), ProxyErro
     Ok(())
 }
 
-/// The response for an error, before anything of the origin's response went
-/// out: a short plain-text body naming the status.
-pub fn error_parts(error: &ProxyError) -> (http::response::Parts, Bytes) {
-    let status = error.status();
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-    parts
-        .headers
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    (parts, Bytes::from(text))
-}
-
-/// [`error_parts`] as a whole response.
-pub fn error_response(error: &ProxyError) -> Response<Full<Bytes>> {
-    let (parts, body) = error_parts(error);
-    Response::from_parts(parts, Full::new(body))
-}
-
-/// One access-log line.
-#[derive(Debug)]
-pub struct AccessRecord<'a> {
-    pub ctx: &'a ConnContext,
-    pub method: &'a str,
-    pub authority: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub bytes: u64,
-    pub started: Instant,
-    pub origin_time: Option<Duration>,
-    /// This response was itself pushed.
-    pub pushed: bool,
-    /// Paths pushed alongside this response.
-    pub pushes: &'a [String],
-    /// Why the response did not complete normally, if it did not.
-    pub error: Option<&'a str>,
-}
-
-impl AccessRecord<'_> {
-    pub fn emit(&self, enabled: bool) {
-        if !enabled {
-            return;
-        }
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let origin_ms = self.origin_time.map(|d| d.as_secs_f64() * 1000.0);
-        tracing::info!(
-            target: "linkpush::access",
-            conn = self.ctx.id,
-            client = %self.ctx.peer,
-            protocol = self.ctx.protocol.as_str(),
-            method = self.method,
-            authority = self.authority,
-            path = self.path,
-            status = self.status,
-            bytes = self.bytes,
-            duration_ms = format_args!("{duration_ms:.3}"),
-            origin_ms = origin_ms.map(|ms| format!("{ms:.3}")).unwrap_or_else(|| "-".to_string()),
-            pushed = self.pushed,
-            pushes = %self.pushes.join(" "),
-            error = self.error.unwrap_or(""),
-            "request"
-        );
-    }
-}
-
-/// Log an error once, with its cause chain and which side caused it.
-pub fn log_error(error: &ProxyError, ctx: &ConnContext, path: &str) {
-    let side = error.side().as_str();
-    let cause = error.chain();
-    match error.side() {
-        crate::error::ErrorSide::Client => {
-            tracing::info!(conn = ctx.id, side, path, status = error.status().as_u16(), %cause, "request rejected")
-        }
-        _ => {
-            tracing::warn!(conn = ctx.id, side, path, status = error.status().as_u16(), %cause, "request failed")
-        }
-    }
-}
-
-/// The origin request for a validated target plus the time it took to get
-/// the response head.
-pub async fn forward(
-    origin: &Origin,
-    request: Request<OriginBody>,
-    ctx: &ConnContext,
-) -> (Result<Response<ResponseBody>, ProxyError>, Duration) {
-    let started = Instant::now();
-    let result = origin.send(request, &ctx.share).await;
-    (result, started.elapsed())
-}
-
-/// Remember the validator of a successful GET response, for cache digests.
-pub fn record_validator(
-    validators: Option<&crate::digest::Validators>,
-    target: &Target,
-    head: &http::response::Parts,
-) {
-    let Some(validators) = validators else {
-        return;
-    };
-    if target.method != Method::GET || !matches!(head.status.as_u16(), 200 | 304) {
-        return;
-    }
-    if let Some(validator) = crate::digest::validator(&head.headers) {
-        validators.record(&target.authority, &target.path_and_query, validator);
-    }
-}
-
-/// The response's `Link` field lines, as text. A line that is not valid
-/// UTF-8 is left out of the policy (and forwarded untouched).
-pub fn link_lines(headers: &HeaderMap) -> Vec<String> {
+/// The response's `Link` field values that the push policy reads. A value
+/// that is not valid UTF-8 is left out of the policy (and forwarded as it
+/// is).
+pub fn link_lines(headers: &HeaderMap) -> Vec<&str> {
     headers
         .get_all(header::LINK)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .map(str::to_string)
         .collect()
 }
 
-/// Replace the response's `Link` fields with the plan's rewritten ones, and
-/// add `x-push-decision` when asked to explain.
-pub fn apply_plan(headers: &mut HeaderMap, plan: &crate::push::Plan, explain: bool) {
-    if plan.decisions().is_empty() {
-        return;
-    }
-    // Lines that are not UTF-8 never reached the policy; keep them as they are.
+/// Replace the response's `Link` fields with `lines`, keeping the values
+/// the policy never read.
+pub fn replace_links(headers: &mut HeaderMap, lines: Vec<String>) {
     let opaque: Vec<HeaderValue> = headers
         .get_all(header::LINK)
         .iter()
@@ -587,17 +409,12 @@ pub fn apply_plan(headers: &mut HeaderMap, plan: &crate::push::Plan, explain: bo
         .cloned()
         .collect();
     headers.remove(header::LINK);
-    for line in plan.link_lines() {
+    for line in lines {
         if let Ok(value) = HeaderValue::from_str(&line) {
             headers.append(header::LINK, value);
         }
     }
     for value in opaque {
         headers.append(header::LINK, value);
-    }
-    if explain {
-        if let Ok(value) = HeaderValue::from_str(&plan.explain()) {
-            headers.insert(HeaderName::from_static("x-push-decision"), value);
-        }
     }
 }

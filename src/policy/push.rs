@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::{self, Write as _};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::link::{parse_field, resolve, serialize_field, Base, Element, Link, Param};
+use crate::policy::link::{parse_field, resolve, serialize_field, Base, Element, Link, Param};
 
 /// Default capacity of a [`Diary`].
 pub const DEFAULT_DIARY_CAPACITY: usize = 1024;
@@ -482,6 +482,38 @@ impl Plan {
         out
     }
 
+    /// The `Link` lines of a 103 for this plan: each element as the client
+    /// gets it (as in [`Plan::link_lines`]), leaving out links whose target
+    /// was promised (the client has it coming) and elements already in
+    /// `hinted`, which collects the ones returned. Lines left empty are
+    /// omitted. Works from the parsed elements: nothing is parsed again.
+    pub fn hint_lines(&self, hinted: &mut HashSet<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in &self.lines {
+            let mut fresh: Vec<Element> = Vec::new();
+            for (element, decision) in line.elements.iter().zip(&line.decisions) {
+                let promised = decision
+                    .and_then(|i| self.decisions.get(i))
+                    .is_some_and(|d| matches!(d.action, Action::Push | Action::AlreadyPushed));
+                if promised {
+                    continue;
+                }
+                let sent = match self.edit(element, *decision) {
+                    Edit::Same => element.clone(),
+                    Edit::Replace(link) => Element::Link(link),
+                    Edit::Remove => continue,
+                };
+                if hinted.insert(sent.raw().to_owned()) {
+                    fresh.push(sent);
+                }
+            }
+            if !fresh.is_empty() {
+                out.push(serialize_field(&fresh));
+            }
+        }
+        out
+    }
+
     fn edit(&self, element: &Element, decision: Option<usize>) -> Edit {
         let (Element::Link(link), Some(d)) =
             (element, decision.and_then(|i| self.decisions.get(i)))
@@ -791,6 +823,36 @@ pub fn check_pushed_response(
         return Err(Cancel::Uncacheable);
     }
     Ok(())
+}
+
+/// Request fields copied from the parent into every pushed request: what a
+/// browser would send for a subresource, never credentials.
+const COPIED_TO_PUSH: [http::header::HeaderName; 4] = [
+    http::header::USER_AGENT,
+    http::header::ACCEPT_ENCODING,
+    http::header::ACCEPT_LANGUAGE,
+    http::header::CACHE_CONTROL,
+];
+
+/// The header fields of a pushed request: the fixed safe set and the
+/// configured `forward` names copied from the parent request, and an
+/// `Accept` for the link's destination.
+pub fn promised_headers(
+    parent: &http::HeaderMap,
+    forward: &[http::header::HeaderName],
+    destination: Option<&str>,
+) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::with_capacity(COPIED_TO_PUSH.len() + forward.len() + 1);
+    for name in COPIED_TO_PUSH.iter().chain(forward) {
+        for value in parent.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static(accept_for_destination(destination)),
+    );
+    headers
 }
 
 /// The `Accept` header for a pushed request, from the link's `as=` value
