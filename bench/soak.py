@@ -25,6 +25,7 @@ import atexit
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -144,7 +145,9 @@ class Soak:
     def __init__(self, args):
         self.args = args
         self.seconds = args.seconds
-        self.warmup = min(10.0, self.seconds / 3)
+        # The first samples are left out of "flat": buffers, pools and
+        # tables fill up first. 10 s, or a third of a shorter run.
+        self.warmup = args.warmup if args.warmup is not None else min(10.0, self.seconds / 3)
         base = args.port_base
         self.ports = {"origin": base, "proxy": base + 10, "metrics": base + 11}
         self.cert = Path(args.cert).resolve()
@@ -192,7 +195,8 @@ class Soak:
     def h2load_argv(self, clients):
         url = f"https://127.0.0.1:{self.ports['proxy']}{SMALL}"
         argv = ["timeout", "-s", "KILL", str(int(self.seconds) + 30),
-                "h2load", "-c", str(clients), "-m", "10", "-D", str(int(self.seconds)), url]
+                "h2load", "-c", str(clients), "-m", "10", "-D", str(int(self.seconds))]
+        argv += shlex.split(self.args.h2load_args) + [url]
         return self.pinned(argv)
 
     def reset_argv(self, clients):
@@ -458,6 +462,10 @@ def main():
     ap.add_argument("--max-resets-per-s", type=float, default=30.0,
                     help="resets per second per resetting connection (0: no cap); the proxy "
                          "cuts a connection off above 33/s sustained after a burst of 1,000")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="seconds left out before the flatness figures (default 10, or a third of a shorter run)")
+    ap.add_argument("--h2load-args", default="",
+                    help="extra h2load options for the measured runs, e.g. --header-table-size=0")
     ap.add_argument("--port-base", type=int, default=18500)
     ap.add_argument("--cert", default=str(OUT / "tls" / "cert.pem"))
     ap.add_argument("--key", default=str(OUT / "tls" / "key.pem"))
@@ -467,6 +475,8 @@ def main():
     args = ap.parse_args()
     if not 1 <= args.seconds <= 3600:
         raise SystemExit("--seconds must be between 1 and 3600")
+    if args.warmup is not None and not 0 <= args.warmup < args.seconds:
+        raise SystemExit("--warmup must be at least 0 and less than --seconds")
     if not 0 <= args.resetting_clients < 100:
         raise SystemExit("--resetting-clients must be between 0 and 99")
 

@@ -29,8 +29,9 @@ usage: bench/soak.sh [--no-install] [--runs=plain,reset] [--seconds=N]
   --no-install     do not call apt-get (h2load, nginx and taskset must be there)
   --runs=LIST      only these runs (plain, reset)
   --seconds=N      length of each run (default: \$SOAK_SECONDS, or 60)
-Other options of bench/soak.py (--reset-fraction, --max-resets-per-s,
---resetting-clients, --port-base, --no-pin) are passed through.
+Other options of bench/soak.py (--warmup, --h2load-args, --reset-fraction,
+--max-resets-per-s, --resetting-clients, --port-base, --no-pin) are passed
+through; write them as --name=value.
 EOF
 }
 
