@@ -5,11 +5,14 @@
 //! * `page-load`: fetches a page and its subresources as a browser would, on
 //!   a fresh connection each time, and times connect start to last byte.
 //! * `idle`: opens N connections (TLS + h2 + one request) and holds them.
+//! * `reset`: N connections keep streams in flight and cancel a random
+//!   fraction of them with RST_STREAM(CANCEL) at a random point.
 //!
 //! Every mode prints one JSON object on stdout.
 
 mod links;
 mod net;
+mod reset;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -91,6 +94,32 @@ enum Mode {
         #[arg(long, default_value_t = 60.0)]
         timeout: f64,
     },
+    /// Keep streams in flight on N connections and cancel a random fraction of them
+    Reset {
+        #[command(flatten)]
+        target: Target,
+        /// Connections open at the same time
+        #[arg(short = 'c', long, default_value_t = 10)]
+        connections: usize,
+        /// Streams in flight on each connection
+        #[arg(short = 'm', long, default_value_t = 10)]
+        streams: usize,
+        /// Share of streams cancelled with RST_STREAM(CANCEL), 0 to 1
+        #[arg(long, default_value_t = 0.5)]
+        reset_fraction: f64,
+        /// Most resets per second on one connection (0: no cap)
+        #[arg(long, default_value_t = 30.0)]
+        max_resets_per_s: f64,
+        /// Stop starting new streams after this many seconds
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Streams in total, over all connections
+        #[arg(short = 'n', long, default_value_t = 10_000_000)]
+        requests: u64,
+        /// Seed of the random choices
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() {
@@ -129,6 +158,27 @@ fn main() {
                 ready_file,
                 timeout,
             } => idle_mode(target, connections, parallel, hold, ready_file, timeout).await,
+            Mode::Reset {
+                target,
+                connections,
+                streams,
+                reset_fraction,
+                max_resets_per_s,
+                duration,
+                requests,
+                seed,
+            } => {
+                let plan = reset::Plan {
+                    connections,
+                    streams: streams.max(1),
+                    fraction: reset_fraction.clamp(0.0, 1.0),
+                    resets_per_s: max_resets_per_s.max(0.0),
+                    duration,
+                    requests,
+                    seed,
+                };
+                reset::run(target, plan).await
+            }
         }
     });
     match result {
