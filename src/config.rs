@@ -101,6 +101,9 @@ pub struct Timeouts {
     /// socket that accepts no writes, or an HTTP/2 stream without
     /// flow-control credit.
     pub client_write: Duration,
+    /// Longest wait for the next bytes of a request body the client is
+    /// sending; past it the client gets a 408 and the origin request ends.
+    pub client_body_read: Duration,
     pub client_header_read: Duration,
     pub tls_handshake: Duration,
     pub shutdown_grace: Duration,
@@ -225,6 +228,7 @@ impl Default for Timeouts {
             origin_read: Duration::from_secs(60),
             client_idle: Duration::from_secs(180),
             client_write: Duration::from_secs(60),
+            client_body_read: Duration::from_secs(60),
             client_header_read: Duration::from_secs(30),
             tls_handshake: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
@@ -484,6 +488,7 @@ struct RawTimeouts {
     origin_read: Option<Loose>,
     client_idle: Option<Loose>,
     client_write: Option<Loose>,
+    client_body_read: Option<Loose>,
     client_header_read: Option<Loose>,
     tls_handshake: Option<Loose>,
     shutdown_grace: Option<Loose>,
@@ -650,6 +655,7 @@ fn build(raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Config
     set!(timeouts.origin_read => timeouts.origin_read, positive_duration);
     set!(timeouts.client_idle => timeouts.client_idle, positive_duration);
     set!(timeouts.client_write => timeouts.client_write, positive_duration);
+    set!(timeouts.client_body_read => timeouts.client_body_read, positive_duration);
     set!(timeouts.client_header_read => timeouts.client_header_read, positive_duration);
     set!(timeouts.tls_handshake => timeouts.tls_handshake, positive_duration);
     // Zero is allowed here: close connections at once on shutdown.

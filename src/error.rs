@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// The body (declared or streamed) is above `limits.max_request_body_size`.
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// The client stopped sending the request body it announced.
+    #[error("client sent no request body bytes within {0:?}")]
+    BodyTimeout(Duration),
     /// A method the proxy does not forward (CONNECT, TRACE, unknown ones).
     #[error("method {0} is not forwarded")]
     MethodNotImplemented(String),
@@ -69,6 +72,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::OriginConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -83,6 +87,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::HeadersTooLarge
             | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyTimeout(_)
             | ProxyError::MethodNotImplemented(_) => ErrorSide::Client,
             ProxyError::OriginConnect(_)
             | ProxyError::OriginTimeout(_)

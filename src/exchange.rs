@@ -40,12 +40,12 @@ use http_body_util::{BodyExt, Empty};
 use crate::access_log::Record;
 use crate::conn::ConnContext;
 use crate::error::{error_response, BoxError, ErrorSide, ProxyError};
-use crate::frontend::CappedBody;
 use crate::http_rules::{self, Target};
 use crate::origin::{OriginBody, ResponseBody};
 use crate::policy::digest::{self, CacheDigest};
 use crate::policy::hints;
 use crate::policy::push::{self, ClientPush, Diary, Plan, ResponseState};
+use crate::request_body::{RequestBody, Upload};
 use crate::runtime::Worker;
 
 /// Most 103 responses from the origin acted upon per request; beyond this
@@ -219,10 +219,11 @@ where
 
     // 3. forward, and 4. the origin's 103s while it works.
     let body_is_empty = body.is_end_stream();
-    let (body, tripwire) = CappedBody::new(
+    let (body, upload) = RequestBody::new(
         body,
         config.limits.max_request_body_bytes,
         target.content_length,
+        config.timeouts.client_body_read,
     );
     let request = match http_rules::origin_request(
         &parts,
@@ -235,7 +236,8 @@ where
         Ok(request) => request,
         Err(error) => return Some(reject(worker, error, record)),
     };
-    let Some((result, origin_time)) = forward(worker, ctx, request, &mut links, client).await
+    let Some((result, origin_time)) =
+        forward(worker, ctx, request, &upload, &mut links, client).await
     else {
         // Dropping the origin call closed its connection: the origin sees
         // the request abort.
@@ -257,10 +259,14 @@ where
     let (mut head, body) = match response {
         Ok(response) => response,
         Err(error) => {
-            let error = if tripwire.tripped() {
+            // A body the client spoilt fails the origin call too; the
+            // client's part is what the client is told.
+            let error = if upload.too_large() {
                 ProxyError::BodyTooLarge {
                     limit: config.limits.max_request_body_bytes,
                 }
+            } else if upload.stalled() {
+                ProxyError::BodyTimeout(config.timeouts.client_body_read)
             } else {
                 error
             };
@@ -327,6 +333,7 @@ async fn forward<C: Client>(
     worker: &Worker,
     ctx: &ConnContext,
     mut request: Request<OriginBody>,
+    upload: &Arc<Upload>,
     links: &mut Links<'_>,
     client: &mut C,
 ) -> Option<(Result<http::Response<ResponseBody>, ProxyError>, Duration)> {
@@ -334,7 +341,9 @@ async fn forward<C: Client>(
         .takes_informational()
         .then(|| Informational::watch(&mut request));
     let started = Instant::now();
-    let call = worker.origin.send(request, &ctx.share);
+    let call = worker
+        .origin
+        .send(request, &ctx.share, Some(upload.clone()));
     tokio::pin!(call);
     poll_fn(|cx| {
         if let Some(watch) = &watch {
@@ -706,7 +715,7 @@ pub async fn fetch_push(
         }
     };
     let started = Instant::now();
-    let call = worker.origin.send(request, &ctx.share);
+    let call = worker.origin.send(request, &ctx.share, None);
     tokio::pin!(call);
     let outcome = poll_fn(|cx| {
         if let Poll::Ready(result) = call.as_mut().poll(cx) {

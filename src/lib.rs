@@ -46,6 +46,7 @@ pub mod http_rules;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod request_body;
 pub mod runtime;
 pub mod server;
 pub mod tls;

@@ -48,6 +48,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{Config, OriginAddr};
 use crate::error::{BoxError, ProxyError};
+use crate::request_body::Upload;
 
 /// The body of a request sent to the origin.
 pub type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -263,14 +264,19 @@ impl Origin {
     /// Send a request for the client connection `share` and wait for the
     /// response head. The origin connection stays held by the response
     /// body until it is read to the end or dropped.
+    ///
+    /// `timeouts.origin_response_header` runs from when the request body
+    /// (watched through `upload`, if there is one) has been handed over in
+    /// full: a long upload is not the origin being slow to answer.
     pub fn send(
         &self,
         request: Request<OriginBody>,
         share: &ClientShare,
+        upload: Option<Arc<Upload>>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'static {
         let pool = self.pool.clone();
         let share = share.clone();
-        async move { pool.send(request, share).await }
+        async move { pool.send(request, share, upload).await }
     }
 
     /// Connections open (idle or busy) in this worker's pool.
@@ -292,6 +298,7 @@ impl Pool {
         self: Arc<Self>,
         mut request: Request<OriginBody>,
         share: ClientShare,
+        upload: Option<Arc<Upload>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // A reused connection may turn out closed before the request was
         // written; the request then comes back and gets a new connection.
@@ -317,8 +324,12 @@ impl Pool {
                     continue;
                 }
             }
-            let sent =
-                tokio::time::timeout(self.header_timeout, sender.try_send_request(request)).await;
+            let sent = head_within(
+                self.header_timeout,
+                upload.as_deref(),
+                sender.try_send_request(request),
+            )
+            .await;
             match sent {
                 Err(_) => return Err(ProxyError::OriginTimeout(self.header_timeout)),
                 Ok(Ok(response)) => {
@@ -554,6 +565,28 @@ fn spawn_idle_sweeper(pool: &Arc<Pool>) {
             }
         }
     });
+}
+
+/// `call` (sending a request and waiting for its response head) within
+/// `limit`, counted from when `upload` has been handed over in full.
+async fn head_within<F: Future>(
+    limit: Duration,
+    upload: Option<&Upload>,
+    call: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(call);
+    if let Some(upload) = upload.filter(|upload| !upload.done()) {
+        // The upload has its own bound: the client's body stalls are cut
+        // off after `timeouts.client_body_read`.
+        let finished = upload.finished();
+        tokio::pin!(finished);
+        tokio::select! {
+            biased;
+            output = &mut call => return Ok(output),
+            () = &mut finished => {}
+        }
+    }
+    tokio::time::timeout(limit, call).await
 }
 
 fn classify(error: hyper::Error) -> ProxyError {

@@ -737,3 +737,93 @@ async fn h1_keep_alive_connection_idle_past_client_header_read_is_closed() {
     })
     .await;
 }
+
+// --- Uploads ---------------------------------------------------------------
+
+/// An origin that reads the whole request body, then answers with its size.
+async fn counting_origin() -> TestOrigin {
+    TestOrigin::start(Arc::new(|request| {
+        Box::pin(async move {
+            let received = count_body(request.into_body()).await.unwrap_or(0);
+            Resp::new(200, received.to_string()).into_response()
+        })
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn an_upload_longer_than_the_response_header_timeout_still_gets_its_answer() {
+    bounded(async {
+        let origin = counting_origin().await;
+        // The origin answers at once after the body; the upload itself takes
+        // far longer than origin_response_header.
+        let extra = "[timeouts]\norigin_response_header = \"300ms\"\n";
+        let proxy = TestProxy::start(&origin.url(), extra).await;
+        let client = proxy.h2(false).await;
+        let total: u64 = 64 * 1024;
+        let request = client
+            .request("POST", "/upload")
+            .header("content-length", total.to_string())
+            .body(())
+            .unwrap();
+        let mut send = client.send.clone().ready().await.unwrap();
+        let (response, mut upload) = send.send_request(request, false).unwrap();
+        for _ in 0..8 {
+            // 8 KiB every 150 ms: 1.2 s in all.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            send_h2_body_part(&mut upload, 8 * 1024, false).await;
+        }
+        upload.send_data(Bytes::new(), true).unwrap();
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = read_body(response.into_body()).await;
+        assert_eq!(body, Ok(Bytes::from(total.to_string())));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upload_the_client_stops_sending_gets_408_and_the_origin_request_ends() {
+    bounded(async {
+        let mut origin = counting_origin().await;
+        let extra = "[timeouts]\nclient_body_read = \"300ms\"\n";
+        let proxy = TestProxy::start(&origin.url(), extra).await;
+        let client = proxy.h2(false).await;
+        let request = client
+            .request("POST", "/upload")
+            .header("content-length", "100000")
+            .body(())
+            .unwrap();
+        let mut send = client.send.clone().ready().await.unwrap();
+        let (response, mut upload) = send.send_request(request, false).unwrap();
+        send_h2_body_part(&mut upload, 1000, false).await;
+        let started = Instant::now();
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        // The origin saw the request end without its body.
+        origin.wait_for(&OriginEvent::ConnectionClosed).await;
+        drop(upload);
+    })
+    .await;
+}
+
+/// Send `len` bytes of body on `stream`, within its flow-control window.
+async fn send_h2_body_part(stream: &mut h2::SendStream<Bytes>, len: usize, end: bool) {
+    let mut left = len;
+    while left > 0 {
+        stream.reserve_capacity(left);
+        let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx))
+            .await
+            .expect("stream open")
+            .expect("capacity");
+        let n = granted.min(left);
+        if n == 0 {
+            continue;
+        }
+        left -= n;
+        stream
+            .send_data(Bytes::from(vec![b'u'; n]), end && left == 0)
+            .expect("send data");
+    }
+}
