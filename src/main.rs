@@ -28,11 +28,9 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default).
     Run(Box<RunArgs>),
-    /// Validate a configuration file and exit: 0 when valid, 1 otherwise.
-    Check {
-        #[arg(long, short, value_name = "FILE", default_value = "proxy.toml")]
-        config: PathBuf,
-    },
+    /// Validate the configuration as `run` would load it, from the same file
+    /// and flags, and exit: 0 when valid, 1 otherwise.
+    Check(Box<RunArgs>),
     /// Run the proxy in front of a bundled sample site, with a self-signed
     /// certificate, and print commands to try it.
     Demo {
@@ -47,59 +45,14 @@ struct RunArgs {
     /// The configuration file. Without one, flags and defaults are the config.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// TLS listen address (repeatable); replaces the file's listeners.
-    #[arg(long, value_name = "ADDR")]
-    listen: Vec<String>,
-    /// Cleartext listen address for HTTP/1.1 and h2c (repeatable).
-    #[arg(long, value_name = "ADDR")]
-    listen_plain: Vec<String>,
-    /// The origin: http://host:port or unix:/path/to.sock
-    #[arg(long, value_name = "URL")]
-    origin: Option<String>,
-    /// PEM certificate chain.
-    #[arg(long, value_name = "FILE")]
-    cert: Option<PathBuf>,
-    /// PEM private key.
-    #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
-    /// Generate a localhost certificate at start (development only).
-    #[arg(long)]
-    self_signed: bool,
-    /// Log filter, such as info or linkpush=debug.
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
-    /// Log format: text or json.
-    #[arg(long, value_name = "FORMAT")]
-    log_format: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<String>,
-    /// Worker threads (0: one per CPU).
-    #[arg(long, value_name = "N")]
-    workers: Option<i64>,
-}
-
-impl RunArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            listen: self.listen.clone(),
-            listen_plain: self.listen_plain.clone(),
-            origin: self.origin.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            self_signed: self.self_signed,
-            log_level: self.log_level.clone(),
-            log_format: self.log_format.clone(),
-            metrics_listen: self.metrics_listen.clone(),
-            workers: self.workers,
-        }
-    }
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Check { config }) => return check(&config),
+        Some(Command::Check(args)) => return check(&args),
         Some(Command::Demo { listen }) => demo(listen),
         Some(Command::Run(args)) => run_proxy(&args),
         None => run_proxy(&cli.run),
@@ -113,8 +66,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(Some(path), &Overrides::default()) {
+fn check(args: &RunArgs) -> ExitCode {
+    match Config::load(args.config.as_deref(), &args.overrides) {
         Ok(config) => {
             let origin = match &config.origin.addr {
                 OriginAddr::Tcp { host, port } if host.contains(':') => {
@@ -123,9 +76,12 @@ fn check(path: &std::path::Path) -> ExitCode {
                 OriginAddr::Tcp { host, port } => format!("http://{host}:{port}"),
                 OriginAddr::Unix(path) => format!("unix:{}", path.display()),
             };
+            let source = args.config.as_deref().map_or_else(
+                || "flags and defaults".to_owned(),
+                |path| path.display().to_string(),
+            );
             println!(
-                "{}: valid ({} listener(s), origin {origin})",
-                path.display(),
+                "{source}: valid ({} listener(s), origin {origin})",
                 config.listeners.len(),
             );
             ExitCode::SUCCESS
@@ -142,7 +98,7 @@ fn report_config_error(error: &ConfigError) {
 }
 
 fn load(args: &RunArgs) -> anyhow::Result<Config> {
-    Config::load(args.config.as_deref(), &args.overrides()).map_err(|error| {
+    Config::load(args.config.as_deref(), &args.overrides).map_err(|error| {
         report_config_error(&error);
         anyhow::anyhow!("not starting")
     })

@@ -1,4 +1,4 @@
-//! The built binary: `check` exit codes and messages, `run` with flags only,
+//! The built binary: `check` exit codes, messages and flags, `run` with flags only,
 //! SIGTERM, and `demo` serving its sample site over HTTP/2.
 
 mod support;
@@ -70,6 +70,31 @@ fn check_accepts_the_shipped_config() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("valid"));
+}
+
+#[test]
+fn check_without_a_file_accepts_flags_alone() {
+    let output = linkpush(&["check", "--origin", "http://127.0.0.1:1", "--self-signed"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("valid"), "{stdout}");
+    assert!(stdout.contains("origin http://127.0.0.1:1"), "{stdout}");
+}
+
+#[test]
+fn check_applies_flags_over_the_file_and_names_them() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
+    let output = linkpush(&["check", "--config", shipped, "--workers", "5000"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("  - --workers: 5000 is too large; expected at most 1024"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,0 +1,221 @@
+//! Every key of the plain tables, declared once: its doc comment, typed
+//! field, default, the type toml reads it as, and its check. See
+//! `declare.rs` for what an entry expands to. `[[listen]]`, `[tls]` and
+//! `origin.url` are checked by hand in `special.rs`.
+//!
+//! A new key is one entry here, plus its row in docs/configuration.md and
+//! its line in proxy.toml (a test fails until both are there).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::check::{
+    as_is, cookie_name, count, duration, each, header_name, log_format, log_level,
+    positive_duration, preload_mode, route_pattern, server_name, size, some_socket_addr, Checker,
+    Loose, GIB, MIB, MIN_HEADER_BUFFER,
+};
+use super::{LogFormat, OriginAddr, PreloadMode};
+
+sections! {
+    /// Where requests go, and how origin connections are pooled.
+    [origin] OriginConfig, RawOrigin {
+        /// `http://host:port` or `unix:/path/to.sock`. Required, so it has
+        /// no default.
+        by hand addr: OriginAddr, from url: String;
+        /// Origin connections open at once over all workers (one request each).
+        max_concurrent_requests: usize = 256,
+            from i64, check count(1..=i64::MAX);
+        /// Idle keep-alive connections kept open to the origin, over all
+        /// workers; `0` opens a new connection for each request.
+        max_idle_connections => max_idle_per_host: usize = 256,
+            from i64, check count(0..=i64::MAX);
+        /// How long an idle origin connection is kept.
+        pool_idle_timeout: Duration = Duration::from_secs(30),
+            from Loose, check positive_duration;
+        /// hyper's http1_max_buf_size for origin responses.
+        max_response_header_size => max_response_header_bytes: usize = 64 * 1024,
+            from Loose, check size(MIN_HEADER_BUFFER..=u64::MAX);
+    }
+
+    /// How long each side may take.
+    [timeouts] Timeouts, RawTimeouts {
+        /// Time allowed to connect to the origin.
+        origin_connect: Duration = Duration::from_secs(5),
+            from Loose, check positive_duration;
+        /// From sending a request to the origin until its response head
+        /// arrives.
+        origin_response_header: Duration = Duration::from_secs(60),
+            from Loose, check positive_duration;
+        /// Longest wait for the next bytes of an origin's response body.
+        origin_read: Duration = Duration::from_secs(60),
+            from Loose, check positive_duration;
+        /// An HTTP/2 connection with nothing in flight is closed after this.
+        client_idle: Duration = Duration::from_secs(180),
+            from Loose, check positive_duration;
+        /// Longest wait for a client to take more response bytes: an HTTP/1.1
+        /// socket that accepts no writes, or an HTTP/2 stream without
+        /// flow-control credit.
+        client_write: Duration = Duration::from_secs(60),
+            from Loose, check positive_duration;
+        /// Longest wait for the next bytes of a request body the client is
+        /// sending; past it the client gets a 408 and the origin request ends.
+        client_body_read: Duration = Duration::from_secs(60),
+            from Loose, check positive_duration;
+        /// Time for a client to send a complete request head.
+        client_header_read: Duration = Duration::from_secs(30),
+            from Loose, check positive_duration;
+        /// Time for a client to complete the TLS handshake.
+        tls_handshake: Duration = Duration::from_secs(10),
+            from Loose, check positive_duration;
+        /// How long requests in flight may finish on shutdown. Zero is
+        /// allowed: close connections at once.
+        shutdown_grace: Duration = Duration::from_secs(30),
+            from Loose, check duration;
+    }
+
+    /// What clients may open and send.
+    [limits] Limits, RawLimits {
+        /// Client connections open at once, over all listeners.
+        max_connections: usize = 10_000,
+            from i64, check count(1..=i64::MAX);
+        /// HTTP/2 streams open at once on one client connection.
+        max_concurrent_streams: u32 = 100,
+            from i64, check count(1..=i64::from(u32::MAX));
+        /// Largest request head a client may send; hyper's max_buf_size.
+        max_request_header_size => max_request_header_bytes: u32 = 64 * 1024,
+            from Loose, check size(MIN_HEADER_BUFFER..=u64::from(u32::MAX));
+        /// Most header fields in one request.
+        max_request_headers: usize = 100,
+            from i64, check count(1..=i64::MAX);
+        /// Largest request body a client may send.
+        max_request_body_size => max_request_body_bytes: u64 = GIB,
+            from Loose, check size(1..=u64::MAX);
+    }
+
+    /// What the origin is told about the client.
+    [forwarding] Forwarding, RawForwarding {
+        /// Keep (and append to) incoming X-Forwarded-For / Forwarded instead of overwriting.
+        trust_incoming: bool = false,
+            from bool, check as_is;
+        /// Add `Via` to requests toward the origin.
+        via: bool = true,
+            from bool, check as_is;
+    }
+
+    /// What is logged, and how.
+    [log] LogConfig, RawLog {
+        /// A tracing EnvFilter directive such as `info` or `linkpush=debug`.
+        level: String = "info".to_owned(),
+            from String, check log_level;
+        /// Text for people, JSON for log collectors.
+        format: LogFormat = LogFormat::Text,
+            from String, check log_format;
+        /// One log line per request.
+        access_log: bool = true,
+            from bool, check as_is;
+    }
+
+    /// The Prometheus endpoint.
+    [metrics] MetricsConfig, RawMetrics {
+        /// Where Prometheus metrics are served; none when `None`.
+        listen: Option<SocketAddr> = None,
+            from String, check some_socket_addr;
+    }
+
+    /// When and what to push.
+    [push] PushSettings, RawPush {
+        /// Turn Link headers from the origin into pushes.
+        enabled: bool = true,
+            from bool, check as_is;
+        /// What `rel=preload` links get.
+        preload: PreloadMode = PreloadMode::Push,
+            from String, check preload_mode;
+        /// Most resources pushed for one response.
+        max_pushes_per_response: usize = 10,
+            from i64, check count(1..=i64::MAX);
+        /// Most bytes pushed for one response.
+        max_pushed_bytes_per_response: u64 = MIB,
+            from Loose, check size(1..=u64::MAX);
+        /// Resources remembered per connection, so that none is pushed twice.
+        diary_size: usize = 1024,
+            from i64, check count(1..=i64::MAX);
+        /// Also push what browsers fetch in CORS mode.
+        allow_credentialed: bool = false,
+            from bool, check as_is;
+        /// Lower-case header names copied from the parent in addition to the fixed set.
+        forward_headers: Vec<String> = Vec::new(),
+            from Vec<String>, check each(header_name);
+        /// Add an `x-push-decision` response header.
+        explain: bool = false,
+            from bool, check as_is;
+        /// Decide and explain pushes without sending them.
+        dry_run: bool = false,
+            from bool, check as_is;
+        /// Cancel a push whose response is `Cache-Control: private` or
+        /// `no-store` (a browser may still use such a push for the page it
+        /// belongs to, RFC 9113 §8.4, so the default is to push it).
+        cancel_uncacheable: bool = false,
+            from bool, check as_is;
+        /// Pushed streams in progress at once on one connection; each holds at
+        /// most `max_pushed_bytes_per_response` in memory.
+        max_concurrent_pushes: usize = 16,
+            from i64, check count(1..=65_535);
+        /// Remember what each browser was pushed in a cookie, and skip it next time.
+        cache_digest: bool = false,
+            from bool, check as_is;
+        /// The name of that cookie.
+        cache_digest_cookie: String = "lp_digest".to_owned(),
+            from String, check cookie_name;
+        /// How long an asset's last seen validator is trusted when checking
+        /// the digest before a push.
+        cache_digest_validator_ttl: Duration = Duration::from_secs(60),
+            from Loose, check duration;
+    }
+
+    /// 103 Early Hints, passed on from the origin or learned.
+    [hints] HintSettings, RawHints {
+        /// Pass 103 Early Hints from the origin on to HTTP/2 clients.
+        forward_origin_103: bool = true,
+            from bool, check as_is;
+        /// Learn each page's preload links and hint or push them before the
+        /// origin answers the next request for that page.
+        learn: bool = false,
+            from bool, check as_is;
+        /// Most pages remembered.
+        learn_max_entries: usize = 10_000,
+            from i64, check count(1..=i64::MAX);
+        /// Most bytes remembered.
+        learn_max_bytes: u64 = 8 * MIB,
+            from Loose, check size(1..=u64::MAX);
+        /// How long a learned entry is used without the origin confirming it.
+        learn_ttl: Duration = Duration::from_secs(3600),
+            from Loose, check positive_duration;
+        /// Distinct clients (IPv4 address, IPv6 /64) that must have been sent a
+        /// link for a page before it is hinted to anyone: below that, the link
+        /// may be one visitor's own. With 1, private pages are not learned.
+        learn_min_clients: usize = 3,
+            from i64, check count(1..=64);
+        /// Key learned pages by path and exact query, not by path alone.
+        learn_query: bool = false,
+            from bool, check as_is;
+        /// Path patterns (`*` matches within one segment, `**` anything) whose
+        /// matching pages share one learned entry.
+        learn_routes: Vec<String> = Vec::new(),
+            from Vec<String>, check each(route_pattern);
+    }
+
+    /// How the process runs.
+    [server] ServerSettings, RawServer {
+        /// Worker threads, each with its own event loop, accepting on every
+        /// listener. `0`: one per CPU this process may run on.
+        workers: usize = 0,
+            from i64, check count(0..=1024);
+        /// Host names this proxy answers for (lower case; `*.example.com`
+        /// covers one label). Pushes are only promised under these names, or,
+        /// when the list is empty, under the certificate's names.
+        names: Vec<String> = Vec::new(),
+            from Vec<String>, check each(server_name);
+    }
+}

@@ -1,0 +1,222 @@
+//! The checks that `keys.rs` cannot declare: `[[listen]]` (an array of
+//! tables that `--listen` replaces and `--listen-plain` adds to), `[tls]`
+//! (certificate files or a self-signed certificate, which the TLS flags
+//! replace as a whole), the required `origin.url`, and `metrics.listen`
+//! against the listeners.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::check::{parse_origin, socket_addr, Checker};
+use super::{
+    ListenerConfig, MetricsConfig, OriginAddr, Overrides, TlsConfig, TlsSource, DEFAULT_LISTEN,
+};
+
+/// One `[[listen]]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListen {
+    address: Option<String>,
+    tls: Option<bool>,
+}
+
+/// `[tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: Option<bool>,
+}
+
+/// The keys of the hand-checked tables, for the documentation tests.
+#[cfg(test)]
+pub(super) const SPECIAL_KEYS: &[(&str, &[&str])] = &[
+    ("listen", &["address", "tls"]),
+    ("tls", &["cert", "key", "self_signed"]),
+];
+
+/// A listener together with the key or flag it came from.
+pub(super) struct Listener {
+    pub(super) key: String,
+    pub(super) config: ListenerConfig,
+}
+
+impl Checker {
+    /// `origin.url` (or `--origin`): required.
+    pub(super) fn origin_url(&mut self, url: Option<String>) -> Option<OriginAddr> {
+        let Some(url) = url else {
+            let message = "is required; set it to \"http://host:port\" or \"unix:/path/to.sock\", \
+                           or pass --origin URL";
+            self.problem("origin.url", message);
+            return None;
+        };
+        self.ok("origin.url", parse_origin(&url))
+    }
+
+    /// The metrics endpoint may not take a listener's address.
+    pub(super) fn metrics_clash(&mut self, metrics: &MetricsConfig, listeners: &[Listener]) {
+        let clash = listeners
+            .iter()
+            .find(|l| Some(l.config.address) == metrics.listen && l.config.address.port() != 0);
+        if let Some(clash) = clash {
+            let message = format!(
+                "{} is already used by {}; the metrics endpoint needs an address of its own",
+                clash.config.address, clash.key
+            );
+            self.problem("metrics.listen", message);
+        }
+    }
+
+    pub(super) fn listeners(
+        &mut self,
+        file: Option<Vec<RawListen>>,
+        ov: &Overrides,
+    ) -> Vec<Listener> {
+        let declared = ov.listen.len() + ov.listen_plain.len() + file.as_ref().map_or(0, Vec::len);
+        if declared == 0 {
+            if file.is_some() {
+                let message =
+                    "no listener is configured; add a [[listen]] table or pass --listen ADDR";
+                self.problem("listen", message);
+                return Vec::new();
+            }
+            let config = ListenerConfig {
+                address: DEFAULT_LISTEN,
+                tls: true,
+            };
+            let key = "the default listener".to_owned();
+            return vec![Listener { key, config }];
+        }
+
+        // (key, address as written, tls)
+        let mut specs: Vec<(String, String, bool)> = Vec::new();
+        if ov.listen.is_empty() {
+            for (i, entry) in file.into_iter().flatten().enumerate() {
+                let key = format!("listen[{i}].address");
+                match entry.address {
+                    Some(address) => specs.push((key, address, entry.tls.unwrap_or(true))),
+                    None => self.problem(
+                        &key,
+                        "is required in every [[listen]] table; expected \"host:port\", \
+                         such as \"0.0.0.0:8443\"",
+                    ),
+                }
+            }
+        }
+        let tls = ov
+            .listen
+            .iter()
+            .map(|a| ("--listen".to_owned(), a.clone(), true));
+        let plain = ov.listen_plain.iter();
+        let plain = plain.map(|a| ("--listen-plain".to_owned(), a.clone(), false));
+        specs.extend(tls.chain(plain));
+
+        let mut listeners: Vec<Listener> = Vec::new();
+        for (key, text, tls) in specs {
+            let Some(address) = self.ok(&key, socket_addr(&text)) else {
+                continue;
+            };
+            // Port 0 asks the kernel for a fresh port each time: never a clash.
+            let clash = listeners
+                .iter()
+                .find(|l| l.config.address == address && address.port() != 0);
+            match clash {
+                Some(first) => {
+                    let message = format!("{address} is already used by {}", first.key);
+                    self.problem(&key, message);
+                }
+                None => listeners.push(Listener {
+                    key,
+                    config: ListenerConfig { address, tls },
+                }),
+            }
+        }
+        listeners
+    }
+
+    pub(super) fn tls(
+        &mut self,
+        raw: RawTls,
+        base_dir: &Path,
+        ov: &Overrides,
+        listeners: &[Listener],
+    ) -> TlsConfig {
+        // Any TLS flag replaces the file's [tls] choice as a whole, so that
+        // `--self-signed` works with a file that names certificate files.
+        let from_flags = ov.cert.is_some() || ov.key.is_some() || ov.self_signed;
+        let (cert, key, self_signed, [cert_key, key_key, self_signed_key]) = if from_flags {
+            let names = ["--cert", "--key", "--self-signed"];
+            (ov.cert.clone(), ov.key.clone(), ov.self_signed, names)
+        } else {
+            let names = ["tls.cert", "tls.key", "tls.self_signed"];
+            let resolve = |path: PathBuf| base_dir.join(path);
+            let self_signed = raw.self_signed.unwrap_or(false);
+            (
+                raw.cert.map(resolve),
+                raw.key.map(resolve),
+                self_signed,
+                names,
+            )
+        };
+
+        let before = self.count();
+        let files = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                self.readable_file(cert_key, &cert);
+                self.readable_file(key_key, &key);
+                Some(TlsSource::Files { cert, key })
+            }
+            (Some(_), None) => {
+                let message =
+                    format!("{cert_key} is set but {key_key} is not; give both or neither");
+                self.problem(key_key, message);
+                None
+            }
+            (None, Some(_)) => {
+                let message =
+                    format!("{key_key} is set but {cert_key} is not; give both or neither");
+                self.problem(cert_key, message);
+                None
+            }
+            (None, None) => None,
+        };
+        let source = match (files, self_signed) {
+            (Some(_), true) => {
+                let message = format!(
+                    "cannot be combined with {cert_key} and {key_key}; \
+                     use either certificate files or a self-signed certificate"
+                );
+                self.problem(self_signed_key, message);
+                None
+            }
+            (files, false) => files,
+            (None, true) => Some(TlsSource::SelfSigned),
+        };
+
+        let Some(first) = listeners.iter().find(|l| l.config.tls) else {
+            return TlsConfig { source: None };
+        };
+        if source.is_none() && self.count() == before {
+            let message = format!(
+                "{} ({}) uses TLS, so a certificate is needed; set tls.cert and tls.key, or \
+                 tls.self_signed = true for development \
+                 (flags: --cert FILE --key FILE, or --self-signed)",
+                first.key, first.config.address
+            );
+            self.problem("tls", message);
+        }
+        TlsConfig { source }
+    }
+
+    fn readable_file(&mut self, key: &str, path: &Path) {
+        let result = fs::File::open(path).and_then(|file| file.metadata());
+        match result {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => self.problem(key, format!("{} is not a regular file", path.display())),
+            Err(err) => self.problem(key, format!("cannot read {}: {err}", path.display())),
+        }
+    }
+}
