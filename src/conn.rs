@@ -1,7 +1,13 @@
 //! Facts about one client connection, shared by all its requests.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::HeaderValue;
 
 use crate::origin::ClientShare;
 
@@ -34,6 +40,21 @@ pub struct ConnContext {
     pub protocol: Protocol,
     /// What this connection holds of its worker's origin pool.
     pub share: ClientShare,
+    /// The client's address as `X-Forwarded-For` gives it.
+    pub client_ip: HeaderValue,
+    /// The fields for the connection's first authority, made once: most
+    /// connections only ever name one.
+    fields: OnceLock<AuthorityFields>,
+}
+
+/// The request fields that depend on the connection and the authority.
+#[derive(Debug, Clone)]
+pub struct AuthorityFields {
+    pub authority: Authority,
+    /// `Host` toward the origin.
+    pub host: HeaderValue,
+    /// The proxy's own `Forwarded` element.
+    pub forwarded: HeaderValue,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -47,7 +68,44 @@ impl ConnContext {
             secure,
             protocol,
             share: ClientShare::default(),
+            client_ip: HeaderValue::from_maybe_shared(Bytes::from(peer.ip().to_string()))
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            fields: OnceLock::new(),
         }
+    }
+
+    /// The fields for `authority`; `None` if it cannot be a field value.
+    pub fn fields_for(&self, authority: &Authority) -> Option<Cow<'_, AuthorityFields>> {
+        if let Some(fields) = self.fields.get() {
+            if fields.authority == *authority {
+                return Some(Cow::Borrowed(fields));
+            }
+            return self.make_fields(authority).map(Cow::Owned);
+        }
+        let fields = self.make_fields(authority)?;
+        Some(Cow::Borrowed(self.fields.get_or_init(|| fields)))
+    }
+
+    fn make_fields(&self, authority: &Authority) -> Option<AuthorityFields> {
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        let ip = self.peer.ip();
+        // RFC 7239 §6: an IPv6 node is bracketed and quoted.
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        let forwarded = format!(
+            "for={node};host=\"{}\";proto={}",
+            authority.as_str(),
+            self.scheme()
+        );
+        let forwarded = HeaderValue::from_maybe_shared(Bytes::from(forwarded)).ok()?;
+        Some(AuthorityFields {
+            authority: authority.clone(),
+            host,
+            forwarded,
+        })
     }
 
     pub fn scheme(&self) -> &'static str {

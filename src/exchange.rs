@@ -200,7 +200,7 @@ where
     record.authority = Some(target.authority.clone());
     let mut links = Links::new(worker, ctx.scheme(), &target, &parts.headers);
     if let Some(memory) = client.memory() {
-        links.note_request(memory, &parts.headers);
+        links.note_request(memory, &parts.headers, client.push_state());
     }
 
     // 2. early: learned hints, for navigations of clients that take 103s.
@@ -219,16 +219,21 @@ where
 
     // 3. forward, and 4. the origin's 103s while it works.
     let body_is_empty = body.is_end_stream();
-    let (body, upload) = RequestBody::new(
-        body,
-        config.limits.max_request_body_bytes,
-        target.content_length,
-        config.timeouts.client_body_read,
-    );
+    let (body, upload) = if body_is_empty {
+        (empty_body(), None)
+    } else {
+        let (body, upload) = RequestBody::new(
+            body,
+            config.limits.max_request_body_bytes,
+            target.content_length,
+            config.timeouts.client_body_read,
+        );
+        (body.boxed_unsync(), Some(upload))
+    };
     let request = match http_rules::origin_request(
         &parts,
         &target,
-        body.boxed_unsync(),
+        body,
         body_is_empty,
         ctx,
         config,
@@ -237,7 +242,7 @@ where
         Err(error) => return Some(reject(worker, error, record)),
     };
     let Some((result, origin_time)) =
-        forward(worker, ctx, request, &upload, &mut links, client).await
+        forward(worker, ctx, request, upload.as_ref(), &mut links, client).await
     else {
         // Dropping the origin call closed its connection: the origin sees
         // the request abort.
@@ -261,11 +266,11 @@ where
         Err(error) => {
             // A body the client spoilt fails the origin call too; the
             // client's part is what the client is told.
-            let error = if upload.too_large() {
+            let error = if upload.as_ref().is_some_and(|upload| upload.too_large()) {
                 ProxyError::BodyTooLarge {
                     limit: config.limits.max_request_body_bytes,
                 }
-            } else if upload.stalled() {
+            } else if upload.as_ref().is_some_and(|upload| upload.stalled()) {
                 ProxyError::BodyTimeout(config.timeouts.client_body_read)
             } else {
                 error
@@ -333,7 +338,7 @@ async fn forward<C: Client>(
     worker: &Worker,
     ctx: &ConnContext,
     mut request: Request<OriginBody>,
-    upload: &Arc<Upload>,
+    upload: Option<&Arc<Upload>>,
     links: &mut Links<'_>,
     client: &mut C,
 ) -> Option<(Result<http::Response<ResponseBody>, ProxyError>, Duration)> {
@@ -341,9 +346,7 @@ async fn forward<C: Client>(
         .takes_informational()
         .then(|| Informational::watch(&mut request));
     let started = Instant::now();
-    let call = worker
-        .origin
-        .send(request, &ctx.share, Some(upload.clone()));
+    let call = worker.origin.send(request, &ctx.share, upload.cloned());
     tokio::pin!(call);
     poll_fn(|cx| {
         if let Some(watch) = &watch {
@@ -462,7 +465,11 @@ impl<'a> Links<'a> {
     }
 
     /// The client asked for this URL itself, and may say what it holds.
-    fn note_request(&self, memory: &ConnMemory, headers: &HeaderMap) {
+    /// Only a client that takes pushes needs it remembered.
+    fn note_request(&self, memory: &ConnMemory, headers: &HeaderMap, client: ClientPush) {
+        if !matches!(client, ClientPush::Enabled { .. }) || !self.worker.policy.enabled {
+            return;
+        }
         let target = self.target;
         if let Ok(mut diary) = memory.diary.lock() {
             diary.record_requested(target.authority.as_str(), target.path_and_query.as_str());
@@ -659,6 +666,13 @@ impl<'a> Links<'a> {
     }
 }
 
+/// A request body with nothing in it (boxing it allocates nothing).
+fn empty_body() -> OriginBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// Remember the validator of a successful GET response, for cache digests.
 fn record_validator(worker: &Worker, target: &Target, head: &http::response::Parts) {
     let Some(validators) = &worker.validators else {
@@ -702,9 +716,7 @@ pub async fn fetch_push(
     };
     let mut parts = Request::new(()).into_parts().0;
     parts.headers = promise.headers.clone();
-    let body = Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync();
+    let body = empty_body();
     let metrics = &worker.metrics;
     let request = match http_rules::origin_request(&parts, &target, body, true, ctx, &worker.config)
     {

@@ -12,7 +12,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, StatusCode, Version};
 
 use crate::config::Config;
-use crate::conn::{ConnContext, Protocol};
+use crate::conn::{AuthorityFields, ConnContext, Protocol};
 use crate::error::ProxyError;
 use crate::origin::OriginBody;
 
@@ -238,14 +238,17 @@ pub fn origin_request(
             headers.insert(header::COOKIE, value);
         }
     }
-    let host = HeaderValue::from_str(target.authority.as_str())
-        .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
-    headers.insert(header::HOST, host.clone());
+    let fields = ctx.fields_for(&target.authority);
+    let fields = match &fields {
+        Some(fields) => fields,
+        None => return Err(ProxyError::BadRequest("invalid authority")),
+    };
+    headers.insert(header::HOST, fields.host.clone());
     add_forwarding(
         &mut headers,
         &parts.headers,
         ctx,
-        host,
+        fields,
         trust,
         config.forwarding.via,
     );
@@ -271,58 +274,59 @@ fn method_expects_body(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The proxy's own forwarding fields. What depends only on the connection
+/// and its authority is made once per connection ([`ConnContext::fields_for`]);
+/// only a trusted front proxy's own fields make a request need new ones.
 fn add_forwarding(
     headers: &mut HeaderMap,
     incoming: &HeaderMap,
     ctx: &ConnContext,
-    host: HeaderValue,
+    fields: &AuthorityFields,
     trust: bool,
     via: bool,
 ) {
-    let ip = ctx.peer.ip().to_string();
     let proto = ctx.scheme();
-    let xff = match incoming
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(existing) if trust => format!("{existing}, {ip}"),
-        _ => ip.clone(),
+    let appended = |name: &HeaderName, ours: &HeaderValue| {
+        let existing = incoming.get(name).filter(|_| trust)?;
+        let mut joined = Vec::with_capacity(existing.len() + 2 + ours.len());
+        joined.extend_from_slice(existing.as_bytes());
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(ours.as_bytes());
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", value);
+    let xff = appended(&X_FORWARDED_FOR, &ctx.client_ip).unwrap_or_else(|| ctx.client_ip.clone());
+    headers.insert(X_FORWARDED_FOR, xff);
+    if !(trust && incoming.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !(trust && incoming.contains_key("x-forwarded-proto")) {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if !(trust && incoming.contains_key(X_FORWARDED_HOST)) {
+        headers.insert(X_FORWARDED_HOST, fields.host.clone());
     }
-    if !(trust && incoming.contains_key("x-forwarded-host")) {
-        headers.insert("x-forwarded-host", host.clone());
-    }
-    let node = if ctx.peer.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip
-    };
-    let host_text = host.to_str().unwrap_or("");
-    let element = format!("for={node};host=\"{host_text}\";proto={proto}");
-    let forwarded = match incoming.get("forwarded").and_then(|v| v.to_str().ok()) {
-        Some(existing) if trust => format!("{existing}, {element}"),
-        _ => element,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert(header::FORWARDED, value);
-    }
+    let forwarded = appended(&header::FORWARDED, &fields.forwarded)
+        .unwrap_or_else(|| fields.forwarded.clone());
+    headers.insert(header::FORWARDED, forwarded);
     if via {
-        let hop = match ctx.protocol {
+        let hop = HeaderValue::from_static(match ctx.protocol {
             Protocol::Http1 => "1.1 linkpush",
             Protocol::Http2 => "2 linkpush",
+        });
+        // A Via from the client is kept whatever `trust` says: it only
+        // lists hops, never an address.
+        let value = match incoming.get(header::VIA) {
+            Some(existing) => {
+                let mut joined = Vec::with_capacity(existing.len() + 2 + hop.len());
+                joined.extend_from_slice(existing.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(hop.as_bytes());
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).unwrap_or(hop)
+            }
+            None => hop,
         };
-        let value = match incoming.get(header::VIA).and_then(|v| v.to_str().ok()) {
-            Some(existing) => format!("{existing}, {hop}"),
-            None => hop.to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(header::VIA, value);
-        }
+        headers.insert(header::VIA, value);
     }
 }
 

@@ -236,7 +236,9 @@ impl Origin {
         let mut builder = http1::Builder::new();
         builder
             .max_buf_size(origin.max_response_header_bytes.max(8192))
-            .max_headers(200);
+            // hyper parses up to 100 fields on the stack; more costs two
+            // heap arrays of that many slots on every response.
+            .max_headers(100);
         let pool = Arc::new(Pool {
             address,
             builder,
@@ -314,7 +316,9 @@ impl Pool {
             let held = Held::new(admission);
             let (mut sender, slot_reused) = match grant {
                 Grant::Idle(sender) => (sender, true),
-                Grant::Connect(slot) => (self.connect(slot).await?, false),
+                // Opening a connection is the rare path: its large state is boxed
+                // so that every request does not carry it.
+                Grant::Connect(slot) => (Box::pin(self.connect(slot)).await?, false),
             };
             if slot_reused && !sender.is_ready() {
                 // The previous response's end has not reached the
