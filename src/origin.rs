@@ -17,13 +17,13 @@
 //! - one client connection holds (or waits for) at most an eighth of a
 //!   worker's connections, and never fewer than four; its further requests
 //!   wait at the connection, so the pool's own queue stays short and fair;
-//! - waiting requests are served in arrival order, except that the last
-//!   quarter of a worker's connections is kept for client connections that
-//!   hold none yet. So a few greedy or stalled clients can never take every
-//!   connection from the others. (Enough stalled clients still can, until
-//!   `timeouts.client_write` cuts them off: a proxy that streams bodies
-//!   instead of spooling them to disk keeps an origin connection per
-//!   download in progress.)
+//! - waiting requests are served in arrival order, except that requests
+//!   from client connections that held no origin connection when they
+//!   arrived go first. So a few greedy or stalled clients can never keep
+//!   the others waiting behind them. (Enough stalled clients can still take
+//!   every connection, until `timeouts.client_write` cuts them off: a proxy
+//!   that streams bodies instead of spooling them to disk keeps an origin
+//!   connection per download in progress.)
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -139,8 +139,6 @@ struct Pool {
     max_idle: usize,
     /// Connections this worker may have open, idle or busy.
     limit: usize,
-    /// Free connections kept for client connections that hold none.
-    reserve: usize,
     /// Most connections one client connection may hold or wait for.
     per_client: usize,
     state: Mutex<State>,
@@ -152,7 +150,9 @@ struct State {
     open: usize,
     /// Idle connections, most recently used last.
     idle: Vec<Idle>,
-    /// Requests waiting for a connection, in arrival order.
+    /// Requests waiting for a connection, in arrival order: those of
+    /// client connections that held none when they came, and the others.
+    first: VecDeque<Waiter>,
     waiters: VecDeque<Waiter>,
     next_waiter: u64,
 }
@@ -164,7 +164,6 @@ struct Idle {
 
 struct Waiter {
     id: u64,
-    share: ClientShare,
     grant: oneshot::Sender<Grant>,
 }
 
@@ -247,7 +246,6 @@ impl Origin {
             idle_timeout: origin.pool_idle_timeout,
             max_idle: origin.max_idle_per_host.div_ceil(workers),
             limit,
-            reserve: limit / 4,
             per_client: (limit / 8).max(4).min(limit),
             state: Mutex::new(State::default()),
         });
@@ -366,11 +364,12 @@ impl Pool {
             let (grant, waiting) = oneshot::channel();
             let id = state.next_waiter;
             state.next_waiter += 1;
-            state.waiters.push_back(Waiter {
-                id,
-                share: share.clone(),
-                grant,
-            });
+            let waiter = Waiter { id, grant };
+            if share.held() == 0 {
+                state.first.push_back(waiter);
+            } else {
+                state.waiters.push_back(waiter);
+            }
             (id, waiting)
         };
         // Leaves the queue if the caller gives up first.
@@ -392,9 +391,9 @@ impl Pool {
         loop {
             let free = self.limit.saturating_sub(state.open) + state.idle.len();
             // A client that holds nothing may take any free connection;
-            // others queue behind earlier requests and leave the reserve.
-            let held = share.held();
-            if free == 0 || (held > 0 && (free <= self.reserve || !state.waiters.is_empty())) {
+            // others queue behind earlier requests.
+            let queued = !state.first.is_empty() || !state.waiters.is_empty();
+            if free == 0 || (queued && share.held() > 0) {
                 return None;
             }
             if let Some(idle) = state.idle.pop() {
@@ -410,24 +409,11 @@ impl Pool {
         }
     }
 
-    /// The waiter to serve next: the earliest, or, when only the reserve is
-    /// left, the earliest of a client that holds no connection (looked for
-    /// among the first few, so a release never scans a long queue).
+    /// The waiter to serve next: the earliest of a client that held no
+    /// connection when it came, else the earliest.
     fn next_waiter(&self, state: &mut State) -> Option<Waiter> {
-        const SCAN: usize = 64;
-        while state.waiters.front().is_some_and(|w| w.grant.is_closed()) {
-            state.waiters.pop_front();
-        }
-        let free = self.limit.saturating_sub(state.open) + state.idle.len() + 1;
-        if free > self.reserve {
-            return state.waiters.pop_front();
-        }
-        let index = state
-            .waiters
-            .iter()
-            .take(SCAN)
-            .position(|w| !w.grant.is_closed() && w.share.held() == 0)?;
-        state.waiters.remove(index)
+        // Requests that gave up leave the queue as they go (`QueueGuard`).
+        state.first.pop_front().or_else(|| state.waiters.pop_front())
     }
 
     /// Hand `grant` to the waiter to serve next; it comes back when no
@@ -542,7 +528,10 @@ impl Drop for QueueGuard<'_> {
             return;
         };
         let id = self.id;
-        self.pool.lock().waiters.retain(|w| w.id != id);
+        let mut state = self.pool.lock();
+        state.first.retain(|w| w.id != id);
+        state.waiters.retain(|w| w.id != id);
+        drop(state);
         match waiting.try_recv() {
             Ok(Grant::Idle(sender)) => self.pool.check_in(sender),
             // The slot frees itself (outside the lock) as it drops.
