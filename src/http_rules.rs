@@ -44,20 +44,20 @@ const FORWARDED_METHODS: [Method; 7] = [
 
 /// Connection-specific fields (RFC 9110 §7.6.1), plus fields that only make
 /// sense between the client and this proxy.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "proxy-authenticate",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 fn is_hop_by_hop(name: &HeaderName, connection_listed: &[HeaderName]) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || connection_listed.contains(name)
+    HOP_BY_HOP.contains(name) || connection_listed.contains(name)
 }
 
 /// Field names listed in `Connection` (which are hop-by-hop too).
@@ -291,7 +291,10 @@ fn add_forwarding(
 ) {
     let proto = ctx.scheme();
     let appended = |name: &HeaderName, ours: &HeaderValue| {
-        let existing = incoming.get(name).filter(|_| trust)?;
+        if !trust {
+            return None;
+        }
+        let existing = incoming.get(name)?;
         let mut joined = Vec::with_capacity(existing.len() + 2 + ours.len());
         joined.extend_from_slice(existing.as_bytes());
         joined.extend_from_slice(b", ");
@@ -338,20 +341,31 @@ pub fn clean_response(parts: &mut http::response::Parts) -> Result<(), ProxyErro
             "origin switched protocols unasked".into(),
         ));
     }
+    // One look at every field first: most responses carry none of those
+    // that need work, and a pass over a few fields costs less than a
+    // lookup of each name that might be there.
+    let mut chunked = false;
+    let mut strip = false;
+    for name in parts.headers.keys() {
+        chunked |= *name == header::TRANSFER_ENCODING;
+        strip |= HOP_BY_HOP.contains(name) || *name == header::HOST;
+    }
     // RFC 9112 §6.3: a transfer coding list must end in chunked, or the body
     // runs to the connection's close, which a proxy cannot tell from a
     // truncation.
-    let codings: Vec<String> = parts
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(|c| c.trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty())
-        .collect();
-    if parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && codings.last().map(String::as_str) != Some("chunked")
-    {
+    let codings: Vec<String> = if chunked {
+        parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if chunked && codings.last().map(String::as_str) != Some("chunked") {
         return Err(ProxyError::OriginProtocol(
             "origin transfer-encoding does not end in chunked".into(),
         ));
@@ -370,25 +384,23 @@ pub fn clean_response(parts: &mut http::response::Parts) -> Result<(), ProxyErro
                 "origin sent a 204 that declares a body".into(),
             ));
         }
+        parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let listed = connection_listed(&parts.headers);
     // hyper already decoded the chunked framing; a Content-Length sent beside
     // Transfer-Encoding is meaningless (RFC 9112 §6.3) and must not reach an
     // HTTP/2 client, which would check the DATA against it.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+    if chunked {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    for name in HOP_BY_HOP.iter() {
-        parts.headers.remove(*name);
+    if strip {
+        let listed = connection_listed(&parts.headers);
+        for name in HOP_BY_HOP.iter().chain(&listed) {
+            parts.headers.remove(name);
+        }
+        // Some origins (php -S) echo `Host` in responses; it means nothing
+        // there.
+        parts.headers.remove(header::HOST);
     }
-    for name in listed {
-        parts.headers.remove(name);
-    }
-    if parts.status == StatusCode::NO_CONTENT {
-        parts.headers.remove(header::CONTENT_LENGTH);
-    }
-    // Some origins (php -S) echo `Host` in responses; it means nothing there.
-    parts.headers.remove(header::HOST);
     Ok(())
 }
 
