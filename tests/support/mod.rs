@@ -402,6 +402,9 @@ impl TestProxy {
     pub async fn tls(&self, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
         let connector = TlsConnector::from(Arc::new(self.cert.client_config(alpn)));
         let tcp = TcpStream::connect(self.addr).await.unwrap();
+        // As browsers and curl do: small frames (WINDOW_UPDATE) go out at
+        // once instead of waiting on a delayed ACK.
+        tcp.set_nodelay(true).unwrap();
         connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
