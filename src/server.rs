@@ -182,7 +182,10 @@ async fn serve_connection(
     match acceptor {
         Some(acceptor) => {
             let tls =
-                match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream)).await {
+                // Boxed for the same reason as the h2 handshake.
+                match tokio::time::timeout(timeouts.tls_handshake, Box::pin(acceptor.accept(stream)))
+                    .await
+                {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
                         tracing::debug!(%error, "TLS handshake failed");

@@ -123,7 +123,10 @@ where
         .initial_window_size(256 * 1024)
         .initial_connection_window_size(1024 * 1024)
         .max_send_buffer_size(128 * 1024);
-    let handshake = builder.handshake::<_, Bytes>(io);
+    // The handshake's state is boxed: it lives a moment, and inline it would
+    // make the connection's task as large as the handshake and the
+    // connection together for as long as the connection stays open.
+    let handshake = Box::pin(builder.handshake::<_, Bytes>(io));
     let mut connection =
         match tokio::time::timeout(config.timeouts.client_header_read, handshake).await {
             Ok(Ok(connection)) => connection,

@@ -58,6 +58,10 @@ enum Continuable {
     PushPromise(frame::PushPromise),
 }
 
+/// What the read buffer is taken at again after being given back
+/// (`tokio_util`'s own starting size).
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 impl<T> FramedRead<T> {
     pub fn new(inner: InnerFramedRead<T, LengthDelimitedCodec>) -> FramedRead<T> {
         let decoder = FrameDecoder::new(inner.decoder().max_frame_length());
@@ -66,6 +70,14 @@ impl<T> FramedRead<T> {
 
     pub fn get_ref(&self) -> &T {
         self.inner.get_ref()
+    }
+
+    /// Give the read buffer's memory back when nothing is waiting in it.
+    /// It is taken again before the next read.
+    pub(crate) fn release_idle_buffer(&mut self) {
+        if self.inner.read_buffer().is_empty() {
+            *self.inner.read_buffer_mut() = BytesMut::new();
+        }
     }
 
     pub fn get_mut(&mut self) -> &mut T {
@@ -421,6 +433,11 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
+            // A buffer given back while idle is taken again whole: grown
+            // from nothing, reads would start a few bytes at a time.
+            if self.inner.read_buffer().capacity() == 0 {
+                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+            }
             let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),

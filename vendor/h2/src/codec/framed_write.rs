@@ -60,11 +60,11 @@ enum Next<B> {
     Continuation(frame::Continuation),
 }
 
-/// Initialize the connection with this amount of write buffer.
-///
-/// The minimum MAX_FRAME_SIZE is 16kb, so always be able to send a HEADERS
-/// frame that big.
-const DEFAULT_BUFFER_CAPACITY: usize = 16 * 1_024;
+/// The write buffer is allocated with this much room when a frame is
+/// buffered into an empty buffer that has no room; it grows on demand (up to
+/// a HEADERS frame of MAX_FRAME_SIZE) and is given back when the connection
+/// goes idle (`release_idle_buffer`), so an idle connection holds none.
+const DEFAULT_BUFFER_CAPACITY: usize = 4 * 1_024;
 
 /// Chain payloads bigger than this when vectored I/O is enabled. The remote
 /// will never advertise a max frame size less than this (well, the spec says
@@ -93,7 +93,7 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -108,9 +108,11 @@ where
     /// Calling this function may result in the current contents of the buffer
     /// to be flushed to `T`.
     pub fn poll_ready(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.encoder.reserve_if_empty();
         if !self.encoder.has_capacity() {
             // Try flushing
             ready!(self.flush(cx))?;
+            self.encoder.reserve_if_empty();
 
             if !self.encoder.has_capacity() {
                 return Poll::Pending;
@@ -122,8 +124,18 @@ where
 
     /// Returns whether a frame can be buffered without first flushing the
     /// underlying I/O object.
-    pub(crate) fn has_capacity(&self) -> bool {
+    pub(crate) fn has_capacity(&mut self) -> bool {
+        self.encoder.reserve_if_empty();
         self.encoder.has_capacity()
+    }
+
+    /// Give the write buffer's memory back when nothing is waiting in it.
+    /// For a connection that has gone idle: it may stay open for minutes.
+    pub(crate) fn release_idle_buffer(&mut self) {
+        if self.encoder.next.is_none() && self.encoder.buf.get_ref().is_empty() {
+            *self.encoder.buf.get_mut() = BytesMut::new();
+            self.encoder.buf.set_position(0);
+        }
     }
 
     /// Buffer a frame.
@@ -222,6 +234,7 @@ where
 
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
+        self.reserve_if_empty();
         assert!(self.has_capacity());
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
@@ -310,6 +323,15 @@ where
         self.next.is_none()
             && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
                 >= self.min_buffer_capacity)
+    }
+
+    /// Make room in an empty buffer (allocated lazily, or given back while
+    /// the connection was idle).
+    fn reserve_if_empty(&mut self) {
+        let buf = self.buf.get_mut();
+        if buf.is_empty() && buf.capacity() < self.min_buffer_capacity {
+            buf.reserve(DEFAULT_BUFFER_CAPACITY);
+        }
     }
 
     fn is_empty(&self) -> bool {

@@ -142,6 +142,13 @@ where
         self.framed_write().has_capacity()
     }
 
+    /// Give the read and write buffers' memory back if nothing is waiting
+    /// in them.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.inner.release_idle_buffer();
+        self.framed_write().release_idle_buffer()
+    }
+
     /// Buffer a frame.
     ///
     /// `poll_ready` must be called first to ensure that a frame may be

@@ -158,7 +158,9 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Grown by the first Huffman-coded string, not up front: most
+            // connections carry a handful of header blocks.
+            buffer: BytesMut::new(),
         }
     }
 

@@ -332,6 +332,13 @@ where
                                 continue;
                             }
 
+                            // Everything is written; a connection with no
+                            // stream left may wait a long time for the next.
+                            if !self.inner.streams.has_streams() {
+                                self.codec.release_idle_buffers();
+                                self.inner.streams.release_idle_memory();
+                            }
+
                             return Poll::Pending;
                         }
                     };

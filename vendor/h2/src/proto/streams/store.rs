@@ -86,6 +86,14 @@ impl Store {
         }
     }
 
+    /// Give back the memory of a store that holds no stream.
+    pub fn release_if_empty(&mut self) {
+        if self.slab.is_empty() && self.ids.is_empty() {
+            self.slab = slab::Slab::new();
+            self.ids = IndexMap::new();
+        }
+    }
+
     pub fn find_mut(&mut self, id: &StreamId) -> Option<Ptr<'_>> {
         let index = {
             let key = self.ids.get(id)?;

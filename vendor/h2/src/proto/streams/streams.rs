@@ -1149,6 +1149,19 @@ where
         me.counts.has_streams()
     }
 
+    /// Give back the memory the stream tables grew to, when no stream is
+    /// left: a connection may then stay idle for minutes.
+    pub fn release_idle_memory(&self) {
+        let mut me = self.inner.lock().unwrap();
+        if me.counts.has_streams() {
+            return;
+        }
+        me.store.release_if_empty();
+        me.actions.recv.release_idle_memory();
+        drop(me);
+        self.send_buffer.inner.lock().unwrap().release_if_empty();
+    }
+
     pub fn has_streams_or_other_references(&self) -> bool {
         let me = self.inner.lock().unwrap();
         me.counts.has_streams() || me.refs > 1
