@@ -230,17 +230,11 @@ where
         );
         (body.boxed_unsync(), Some(upload))
     };
-    let request = match http_rules::origin_request(
-        &parts,
-        &target,
-        body,
-        body_is_empty,
-        ctx,
-        config,
-    ) {
-        Ok(request) => request,
-        Err(error) => return Some(reject(worker, error, record)),
-    };
+    let request =
+        match http_rules::origin_request(&parts, &target, body, body_is_empty, ctx, config) {
+            Ok(request) => request,
+            Err(error) => return Some(reject(worker, error, record)),
+        };
     let Some((result, origin_time)) =
         forward(worker, ctx, request, upload.as_ref(), &mut links, client).await
     else {
@@ -544,7 +538,9 @@ impl<'a> Links<'a> {
         if plan.decisions().is_empty() {
             return;
         }
-        http_rules::replace_links(&mut head.headers, plan.link_lines());
+        if plan.changes_links() {
+            http_rules::replace_links(&mut head.headers, plan.link_lines());
+        }
         if self.worker.config.push.explain {
             if let Ok(value) = HeaderValue::from_str(&plan.explain()) {
                 head.headers

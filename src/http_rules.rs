@@ -309,8 +309,8 @@ fn add_forwarding(
     if !(trust && incoming.contains_key(X_FORWARDED_HOST)) {
         headers.insert(X_FORWARDED_HOST, fields.host.clone());
     }
-    let forwarded = appended(&header::FORWARDED, &fields.forwarded)
-        .unwrap_or_else(|| fields.forwarded.clone());
+    let forwarded =
+        appended(&header::FORWARDED, &fields.forwarded).unwrap_or_else(|| fields.forwarded.clone());
     headers.insert(header::FORWARDED, forwarded);
     if via {
         let hop = HeaderValue::from_static(match ctx.protocol {

@@ -8,32 +8,11 @@ use std::time::Instant;
 
 use crate::conn::Protocol;
 use crate::error::{ErrorSide, ProxyError};
-use crate::policy::push::Plan;
+use crate::policy::push::{Plan, Reason};
 
 /// Upper bounds of the request-duration histogram, in seconds.
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Push decision reasons counted, in the order they are printed.
-const REASONS: [&str; 17] = [
-    "pushed",
-    "nopush",
-    "hint-only",
-    "push-disabled",
-    "client-disabled",
-    "http1-client",
-    "cross-origin",
-    "foreign-authority",
-    "not-eligible-status",
-    "not-eligible-method",
-    "duplicate",
-    "limit",
-    "self",
-    "credentialed-destination",
-    "anchor",
-    "cached",
-    "other",
 ];
 
 const PROTOCOLS: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
@@ -60,7 +39,8 @@ pub struct Metrics {
     push_promises: AtomicU64,
     pushed_bytes: AtomicU64,
     pushes_cancelled: AtomicU64,
-    push_decisions: [AtomicU64; REASONS.len()],
+    /// Per push decision reason, in `Reason::ALL` order.
+    push_decisions: [AtomicU64; Reason::ALL.len()],
     hints_sent: AtomicU64,
     reset_floods: AtomicU64,
     learned_pushes: AtomicU64,
@@ -162,12 +142,9 @@ impl Metrics {
     /// Count every decision of a plan under its reason code.
     pub fn push_decisions(&self, plan: &Plan) {
         for decision in plan.decisions() {
-            let code = decision.reason.code();
-            let index = REASONS
-                .iter()
-                .position(|known| *known == code)
-                .unwrap_or(REASONS.len() - 1);
-            inc(&self.push_decisions[index]);
+            if let Some(counter) = self.push_decisions.get(decision.reason.index()) {
+                inc(counter);
+            }
         }
     }
 
@@ -315,8 +292,8 @@ impl Metrics {
             "counter",
             "Link decisions, by reason code.",
         );
-        for (reason, value) in REASONS.iter().zip(&self.push_decisions) {
-            let labels = format!("reason=\"{reason}\"");
+        for (reason, value) in Reason::ALL.iter().zip(&self.push_decisions) {
+            let labels = format!("reason=\"{}\"", reason.code());
             out.sample("linkpush_push_decisions_total", &labels, get(value));
         }
         out.family(

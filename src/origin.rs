@@ -413,7 +413,10 @@ impl Pool {
     /// connection when it came, else the earliest.
     fn next_waiter(&self, state: &mut State) -> Option<Waiter> {
         // Requests that gave up leave the queue as they go (`QueueGuard`).
-        state.first.pop_front().or_else(|| state.waiters.pop_front())
+        state
+            .first
+            .pop_front()
+            .or_else(|| state.waiters.pop_front())
     }
 
     /// Hand `grant` to the waiter to serve next; it comes back when no

@@ -168,6 +168,11 @@ impl Reason {
         }
     }
 
+    /// This reason's position in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
     /// Every reason, in rule order.
     pub const ALL: [Reason; 16] = [
         Reason::NoPush,
@@ -450,6 +455,23 @@ impl Plan {
     /// disappears. Elements are then joined with `", "`. Lines left without
     /// elements are omitted.
     pub fn link_lines(&self) -> Vec<String> {
+        self.lines_for_client()
+    }
+
+    /// Whether [`Plan::link_lines`] differs at all from the lines decided
+    /// on (when it does not, the response's fields can stay as they are).
+    pub fn changes_links(&self) -> bool {
+        self.lines.iter().any(|line| {
+            line.elements.is_empty()
+                || line
+                    .elements
+                    .iter()
+                    .zip(&line.decisions)
+                    .any(|(element, d)| !matches!(self.edit(element, *d), Edit::Same))
+        })
+    }
+
+    fn lines_for_client(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.lines.len());
         for line in &self.lines {
             if line.elements.is_empty() {
