@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::{self, Write as _};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::policy::link::{parse_field, resolve, serialize_field, Base, Element, Link, Param};
+use crate::policy::link::{parse_field, serialize_field, Base, Element, Link, Param, Resolver};
 
 /// Default capacity of a [`Diary`].
 pub const DEFAULT_DIARY_CAPACITY: usize = 1024;
@@ -238,7 +238,7 @@ pub struct Diary {
     capacity: usize,
     order: VecDeque<(u64, Kind)>,
     /// Per hash: number of (requested, pushed) entries in `order`.
-    counts: HashMap<u64, (u32, u32)>,
+    counts: KeyMap<(u32, u32)>,
 }
 
 impl Default for Diary {
@@ -254,7 +254,7 @@ impl Diary {
             // Grown on demand: most connections never push, and an idle
             // connection should cost as little memory as possible.
             order: VecDeque::new(),
-            counts: HashMap::new(),
+            counts: KeyMap::default(),
         }
     }
 
@@ -340,13 +340,40 @@ impl Diary {
 /// SipHash with fixed keys over the lower-cased authority and the path.
 fn key(authority: &str, path: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
-    for b in authority.bytes() {
-        hasher.write_u8(b.to_ascii_lowercase());
+    // Authorities reach here lower-cased already; lower-case only if not.
+    if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+        hasher.write(authority.to_ascii_lowercase().as_bytes());
+    } else {
+        hasher.write(authority.as_bytes());
     }
     hasher.write_u8(0xff);
     path.hash(&mut hasher);
     hasher.finish()
 }
+
+/// Hashes a diary key, which is a SipHash value already, by passing it on:
+/// hashing it again would only cost time. A table of at most `capacity`
+/// entries bounds what crafted keys could do to it.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// Per-parent-response memory, shared by the decision for a 103 and the
 /// decision for the final response.
@@ -542,14 +569,14 @@ impl Plan {
         else {
             return Edit::Same;
         };
-        let rels = link.rel_tokens();
-        if !rels.iter().any(|r| r == "push") {
+        if !link.has_rel("push") {
             return if d.action == Action::Drop {
                 Edit::Remove
             } else {
                 Edit::Same
             };
         }
+        let rels = link.rel_tokens();
         match d.action {
             Action::Keep => Edit::Same,
             Action::Drop => Edit::Remove,
@@ -643,7 +670,10 @@ pub fn decide(
         authority: facts.authority,
         path_and_query: facts.path_and_query,
     };
-    let own_path = resolve("", &base).unwrap_or_else(|_| facts.path_and_query.to_owned());
+    let resolver = Resolver::new(&base);
+    let own_path = resolver
+        .resolve("")
+        .unwrap_or_else(|_| facts.path_and_query.to_owned());
     let method_ok = *facts.method == http::Method::GET || *facts.method == http::Method::HEAD;
     let status_ok = match facts.status {
         103 => true,
@@ -652,7 +682,8 @@ pub fn decide(
     };
     let mut decisions = Vec::new();
     let mut lines = Vec::with_capacity(link_lines.len());
-    let mut seen: HashSet<String> = HashSet::new();
+    // URLs decided on in this call; a handful, so a list beats a hash set.
+    let mut seen: Vec<String> = Vec::new();
     let mut pushed_now: usize = 0;
 
     for (line_idx, line) in link_lines.iter().enumerate() {
@@ -662,10 +693,9 @@ pub fn decide(
             let Element::Link(link) = element else {
                 continue;
             };
-            let rels = link.rel_tokens();
-            let has_push = rels.iter().any(|r| r == "push");
-            let has_module = rels.iter().any(|r| r == "modulepreload");
-            if !has_push && !has_module && !rels.iter().any(|r| r == "preload") {
+            let has_push = link.has_rel("push");
+            let has_module = link.has_rel("modulepreload");
+            if !has_push && !has_module && !link.has_rel("preload") {
                 continue;
             }
             let destination = link
@@ -691,7 +721,7 @@ pub fn decide(
                 if !status_ok {
                     break 'rules Reason::NotEligibleStatus;
                 }
-                let Ok(resolved) = resolve(link.target(), &base) else {
+                let Ok(resolved) = resolver.resolve(link.target()) else {
                     break 'rules Reason::CrossOrigin;
                 };
                 if !facts.authority_served {
@@ -728,7 +758,11 @@ pub fn decide(
                     already_pushed = true;
                     break 'rules Reason::Duplicate;
                 }
-                if !seen.insert(resolved.clone()) || diary.contains(facts.authority, resolved) {
+                let repeated = seen.contains(resolved);
+                if !repeated {
+                    seen.push(resolved.clone());
+                }
+                if repeated || diary.contains(facts.authority, resolved) {
                     break 'rules Reason::Duplicate;
                 }
                 let response_pushes = state.pushes() + if policy.dry_run { pushed_now } else { 0 };
