@@ -609,14 +609,7 @@ fn plain_absolute_path(target: &str) -> Option<&str> {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    let kept = |c: u8| {
-        c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'(' | b')' | b'*' | b'+'
-                    | b',' | b';' | b'=' | b':' | b'@' | b'/'
-            )
-    };
+    let kept = |c: u8| c.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/".contains(&c);
     if !path.bytes().all(kept) || path.split('/').any(|s| s == "." || s == "..") {
         return None;
     }
