@@ -24,13 +24,16 @@
 //!   which requests get 103s and what may be learned, `digest` the cookie
 //!   of what a browser was pushed before.
 //! - [`metrics`] and [`admin`]: counters, and the endpoint that serves them.
+//! - [`process`]: worker threads, signals, and reloads on SIGHUP.
 //! - [`demo`]: the sample origin behind `linkpush demo`.
 //!
 //! # Threads
 //!
-//! [`run`] serves on the current tokio runtime. The binary runs one
-//! single-threaded runtime per CPU ([`server::run_worker`]), all accepting on
-//! the same listeners and sharing one [`runtime::Global`].
+//! [`run`] serves on the current tokio runtime. The binary
+//! ([`process::serve`]) runs one single-threaded runtime per CPU
+//! ([`server::run_worker`]), all accepting on the same listeners and
+//! sharing one [`runtime::Generation`] at a time; the main thread handles
+//! signals, reloads and the metrics endpoint.
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +49,7 @@ pub mod http_rules;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod process;
 pub mod request_body;
 pub mod runtime;
 pub mod server;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use linkpush::config::{Config, ConfigError, LogFormat, OriginAddr, Overrides};
-use linkpush::server::{run_worker, Global};
+use linkpush::process::{self, Source};
 use linkpush::Listener;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
@@ -67,29 +67,41 @@ fn main() -> ExitCode {
 }
 
 fn check(args: &RunArgs) -> ExitCode {
-    match Config::load(args.config.as_deref(), &args.overrides) {
-        Ok(config) => {
-            let origin = match &config.origin.addr {
-                OriginAddr::Tcp { host, port } if host.contains(':') => {
-                    format!("http://[{host}]:{port}")
-                }
-                OriginAddr::Tcp { host, port } => format!("http://{host}:{port}"),
-                OriginAddr::Unix(path) => format!("unix:{}", path.display()),
-            };
-            let source = args.config.as_deref().map_or_else(
-                || "flags and defaults".to_owned(),
-                |path| path.display().to_string(),
-            );
-            println!(
-                "{source}: valid ({} listener(s), origin {origin})",
-                config.listeners.len(),
-            );
-            ExitCode::SUCCESS
-        }
+    let config = match source(args).load() {
+        Ok(config) => Arc::new(config),
         Err(error) => {
             report_config_error(&error);
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    // What `run` does next, short of listening: load and pair the
+    // certificate and key.
+    if let Err(error) = process::validate(&config) {
+        eprintln!("linkpush: {error}");
+        return ExitCode::FAILURE;
+    }
+    let origin = match &config.origin.addr {
+        OriginAddr::Tcp { host, port } if host.contains(':') => {
+            format!("http://[{host}]:{port}")
+        }
+        OriginAddr::Tcp { host, port } => format!("http://{host}:{port}"),
+        OriginAddr::Unix(path) => format!("unix:{}", path.display()),
+    };
+    let source = args.config.as_deref().map_or_else(
+        || "flags and defaults".to_owned(),
+        |path| path.display().to_string(),
+    );
+    println!(
+        "{source}: valid ({} listener(s), origin {origin})",
+        config.listeners.len(),
+    );
+    ExitCode::SUCCESS
+}
+
+fn source(args: &RunArgs) -> Source {
+    Source {
+        path: args.config.clone(),
+        overrides: args.overrides.clone(),
     }
 }
 
@@ -131,97 +143,12 @@ fn run_proxy(args: &RunArgs) -> anyhow::Result<()> {
     init_logging(&config);
     let main = main_runtime()?;
     let listeners = main.block_on(Listener::bind_all(&config))?;
-    serve(&main, config, listeners)
-}
-
-/// Run the proxy on `config.server.workers` threads, each with its own
-/// single-threaded event loop accepting on every listener (thread per
-/// core: no work stealing, no cross-thread wake-ups on the request path),
-/// until SIGINT or SIGTERM; then drain and return.
-fn serve(main: &Runtime, config: Arc<Config>, listeners: Vec<Listener>) -> anyhow::Result<()> {
-    let workers = match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let global = Global::new(config.clone(), workers)?;
-    let mut sockets = Vec::with_capacity(listeners.len());
-    for listener in listeners {
-        let address = listener.tcp.local_addr()?;
-        let scheme = if listener.tls { "https" } else { "http" };
-        tracing::info!(%address, workers, "listening on {scheme}://{address}");
-        sockets.push((listener.tcp.into_std()?, listener.tls));
-    }
-    let shutdown = CancellationToken::new();
-    let mut threads = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let mut mine = Vec::with_capacity(sockets.len());
-        for (socket, tls) in &sockets {
-            mine.push((socket.try_clone()?, *tls));
-        }
-        let global = global.clone();
-        let shutdown = shutdown.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("linkpush-worker-{index}"))
-            .spawn(move || {
-                let result = worker(global, mine, shutdown.clone(), index == 0);
-                if result.is_err() {
-                    // One worker failing stops the others.
-                    shutdown.cancel();
-                }
-                result
-            })
-            .context("cannot start a worker thread")?;
-        threads.push(thread);
-    }
-    main.block_on(async {
-        tokio::select! {
-            _ = shutdown_signal() => tracing::info!(
-                grace = ?config.timeouts.shutdown_grace,
-                "shutting down: no new connections, draining in-flight requests"
-            ),
-            _ = shutdown.cancelled() => {}
-        }
-    });
-    shutdown.cancel();
-    let mut failure = None;
-    for thread in threads {
-        let result = thread
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")));
-        if let Err(error) = result {
-            failure.get_or_insert(error);
-        }
-    }
-    failure.map_or(Ok(()), Err)
-}
-
-/// One worker thread: a single-threaded runtime serving every listener.
-fn worker(
-    global: Global,
-    sockets: Vec<(std::net::TcpListener, bool)>,
-    shutdown: CancellationToken,
-    serve_metrics: bool,
-) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a worker's event loop")?;
-    runtime.block_on(async move {
-        let mut listeners = Vec::with_capacity(sockets.len());
-        for (socket, tls) in sockets {
-            listeners.push(Listener {
-                tcp: TcpListener::from_std(socket)?,
-                tls,
-            });
-        }
-        run_worker(global, listeners, shutdown.cancelled_owned(), serve_metrics).await?;
-        Ok(())
-    })
+    process::serve(&main, source(args), config, listeners)
 }
 
 fn demo(listen: String) -> anyhow::Result<()> {
     let main = main_runtime()?;
-    let (config, listeners, address, origin_addr) = main.block_on(async move {
+    let (config, listeners, address, origin_addr, source) = main.block_on(async move {
         let origin = TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot bind the sample origin")?;
@@ -232,7 +159,11 @@ fn demo(listen: String) -> anyhow::Result<()> {
             self_signed: true,
             ..Overrides::default()
         };
-        let mut config = Config::load(None, &overrides).map_err(|error| {
+        let source = Source {
+            path: None,
+            overrides,
+        };
+        let mut config = source.load().map_err(|error| {
             report_config_error(&error);
             anyhow::anyhow!("not starting")
         })?;
@@ -247,7 +178,7 @@ fn demo(listen: String) -> anyhow::Result<()> {
             .first()
             .and_then(|l| l.tcp.local_addr().ok())
             .context("no listener")?;
-        anyhow::Ok((Arc::new(config), listeners, address, origin_addr))
+        anyhow::Ok((Arc::new(config), listeners, address, origin_addr, source))
     })?;
     init_logging(&config);
     println!();
@@ -262,29 +193,7 @@ fn demo(listen: String) -> anyhow::Result<()> {
     println!("  curl -k --http1.1 -sI https://{address}/");
     println!();
     println!("Press Ctrl-C to stop.");
-    serve(&main, config, listeners)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    // A reload rebuilds the demo's configuration from the same flags
+    // (without `push.explain`, which only the demo sets).
+    process::serve(&main, source, config, listeners)
 }

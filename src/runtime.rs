@@ -1,7 +1,13 @@
-//! The state a proxy process shares across its workers ([`Global`]) and
-//! the state each worker keeps for its own connections ([`Worker`]).
+//! The state a proxy process shares across its workers ([`Global`]), one
+//! configuration's worth of it with its listening sockets ([`Generation`]),
+//! and the state each worker keeps for its own connections ([`Worker`]).
+//!
+//! A reload builds a new generation; workers give it to new connections,
+//! while connections already open keep the [`Worker`] they started with
+//! (its configuration, certificate and origin pool) until they close.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -28,10 +34,13 @@ pub enum ServerError {
     Origin(#[from] ProxyError),
     #[error("metrics.listen: {0}")]
     Metrics(io::Error),
+    #[error("{0}")]
+    Listen(io::Error),
 }
 
-/// What every worker of one proxy process shares: configuration, counters,
-/// learned state, the TLS acceptor and the connection limit. Cheap to clone.
+/// What every worker of one proxy process shares under one configuration:
+/// the configuration, counters, learned state, the TLS acceptor and the
+/// connection limit. Cheap to clone.
 #[derive(Clone)]
 pub struct Global {
     pub config: Arc<Config>,
@@ -52,8 +61,15 @@ pub struct Global {
 impl Global {
     /// Build the process-wide state for `workers` workers; loads (or
     /// generates) the certificate, so a bad one fails here, before anything
-    /// listens.
-    pub fn new(config: Arc<Config>, workers: usize) -> Result<Global, ServerError> {
+    /// listens. `previous`, on a reload, hands over what outlives a
+    /// configuration: learned hints, validators and the connection limit,
+    /// when their settings did not change.
+    pub fn new(
+        config: Arc<Config>,
+        workers: usize,
+        metrics: Arc<Metrics>,
+        previous: Option<&Global>,
+    ) -> Result<Global, ServerError> {
         let (acceptor, leaf) = match &config.tls.source {
             Some(source) => {
                 let built = tls::acceptor(source)?;
@@ -61,23 +77,56 @@ impl Global {
             }
             None => (None, None),
         };
+        let learned = config.hints.learn.then(|| {
+            previous
+                .filter(|old| old.config.hints == config.hints)
+                .and_then(|old| old.learned.clone())
+                .unwrap_or_else(|| Arc::new(LearnedHints::new(&config.hints)))
+        });
+        let validators = config.push.cache_digest.then(|| {
+            let ttl = config.push.cache_digest_validator_ttl;
+            previous
+                .filter(|old| old.config.push.cache_digest_validator_ttl == ttl)
+                .and_then(|old| old.validators.clone())
+                .unwrap_or_else(|| Arc::new(Validators::new(ttl)))
+        });
+        let max = config.limits.max_connections;
+        let limit = match previous.filter(|old| old.config.limits.max_connections == max) {
+            Some(old) => old.limit.clone(),
+            None => Arc::new(Semaphore::new(max)),
+        };
         Ok(Global {
-            metrics: Arc::new(Metrics::default()),
-            learned: config
-                .hints
-                .learn
-                .then(|| Arc::new(LearnedHints::new(&config.hints))),
-            validators: config
-                .push
-                .cache_digest
-                .then(|| Arc::new(Validators::new(config.push.cache_digest_validator_ttl))),
+            metrics,
+            learned,
+            validators,
             acceptor,
             names: Arc::new(ServerNames::new(&config.server.names, leaf)),
-            limit: Arc::new(Semaphore::new(config.limits.max_connections)),
+            limit,
             workers: workers.max(1),
             config,
         })
     }
+}
+
+/// One configuration and the sockets it listens on, as handed to every
+/// worker at start and on each reload.
+pub struct Generation {
+    /// Counts from 1, one up per successful reload.
+    pub number: u64,
+    pub global: Global,
+    pub listeners: Vec<SharedListener>,
+}
+
+/// A listening socket the process keeps open across reloads for as long as
+/// the configuration names its address; each worker accepts on a duplicate.
+#[derive(Clone)]
+pub struct SharedListener {
+    /// The address as configured (port 0 stays 0), which identifies the
+    /// listener from one configuration to the next.
+    pub configured: SocketAddr,
+    /// TLS (ALPN h2 / http/1.1), or cleartext HTTP/1.1 plus h2c prior knowledge.
+    pub tls: bool,
+    pub socket: Arc<std::net::TcpListener>,
 }
 
 /// What the connections of one worker share.
@@ -94,19 +143,26 @@ pub struct Worker {
     pub validators: Option<Arc<Validators>>,
     /// The names pushes may be promised under.
     pub names: Arc<ServerNames>,
+    /// The TLS acceptor of this configuration's certificate.
+    pub acceptor: Option<TlsAcceptor>,
+    /// Client connections open at once, over all workers.
+    pub limit: Arc<Semaphore>,
     /// `push.forward_headers`, as header names.
     pub forward_headers: Vec<http::header::HeaderName>,
 }
 
 impl Worker {
-    /// A worker's state; call on the worker's own runtime (its origin pool
-    /// starts a timer task there).
-    pub fn new(global: &Global) -> Result<Worker, ServerError> {
+    /// A worker's state under `global`; call on the worker's own runtime
+    /// (its origin pool starts a timer task there). `shutdown` is the
+    /// worker's, shared by every generation it serves.
+    pub fn new(global: &Global, shutdown: CancellationToken) -> Result<Worker, ServerError> {
         let config = global.config.clone();
         Ok(Worker {
             origin: Origin::new(&config, global.workers)?,
             metrics: global.metrics.clone(),
-            shutdown: CancellationToken::new(),
+            shutdown,
+            acceptor: global.acceptor.clone(),
+            limit: global.limit.clone(),
             policy: policy(&config.push),
             learned: global.learned.clone(),
             validators: global.validators.clone(),

@@ -1,6 +1,7 @@
 //! Listeners, the accept loop, the TLS handshake, ALPN dispatch, the
 //! connection limit, and graceful shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,16 +13,18 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::conn::{ConnContext, Protocol};
 use crate::frontend::{self, WriteDeadline};
+use crate::metrics::Metrics;
 use crate::runtime::Worker;
-pub use crate::runtime::{Global, ServerError};
+pub use crate::runtime::{Generation, Global, ServerError, SharedListener};
 use crate::tls;
 
 /// A bound listening socket and how to speak on it.
@@ -54,62 +57,142 @@ impl Listener {
 /// Run the proxy on already-bound listeners until `shutdown` completes, then
 /// drain: stop accepting, let in-flight requests finish within
 /// `timeouts.shutdown_grace`, and close what is left. Everything runs on
-/// the current tokio runtime.
+/// the current tokio runtime, with one worker and no reloads; the binary's
+/// process ([`crate::process`]) adds worker threads, signals and reloads.
 pub async fn run(
     config: Arc<Config>,
     listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    run_worker(Global::new(config, 1)?, listeners, shutdown, true).await
+    let global = Global::new(config.clone(), 1, Arc::new(Metrics::default()), None)?;
+    let mut shared = Vec::with_capacity(listeners.len());
+    for listener in listeners {
+        let socket = listener.tcp.into_std().map_err(ServerError::Listen)?;
+        shared.push(SharedListener {
+            configured: socket.local_addr().map_err(ServerError::Listen)?,
+            tls: listener.tls,
+            socket: Arc::new(socket),
+        });
+    }
+    check_certificate(&global, &shared)?;
+    let token = CancellationToken::new();
+    let admin = match config.metrics.listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(ServerError::Metrics)?;
+            Some(tokio::spawn(crate::admin::serve(
+                listener,
+                global.metrics.clone(),
+                token.child_token(),
+            )))
+        }
+        None => None,
+    };
+    let generation = Arc::new(Generation {
+        number: 1,
+        global,
+        listeners: shared,
+    });
+    let (_keep, generations) = watch::channel(generation);
+    let worker = run_worker(generations, token.clone());
+    tokio::pin!(worker);
+    let result = tokio::select! {
+        result = &mut worker => result,
+        () = shutdown => {
+            token.cancel();
+            worker.await
+        }
+    };
+    token.cancel();
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    result
 }
 
-/// One worker: accept on `listeners` with this runtime until `shutdown`,
-/// then drain. Several workers, each on its own single-threaded runtime,
-/// may share the same listening sockets and one [`Global`]; the one with
-/// `serve_metrics` also serves the metrics endpoint.
-pub async fn run_worker(
-    global: Global,
-    listeners: Vec<Listener>,
-    shutdown: impl Future<Output = ()>,
-    serve_metrics: bool,
-) -> Result<(), ServerError> {
-    let config = global.config.clone();
+/// Refuse a generation whose TLS listeners have no certificate.
+pub fn check_certificate(global: &Global, listeners: &[SharedListener]) -> Result<(), ServerError> {
     if listeners.iter().any(|l| l.tls) && global.acceptor.is_none() {
         return Err(ServerError::NoCertificate);
     }
-    let worker = Arc::new(Worker::new(&global)?);
+    Ok(())
+}
+
+/// One worker: accept on the listeners of the newest generation with this
+/// runtime until `shutdown`, then drain. Several workers, each on its own
+/// single-threaded runtime, share the listening sockets.
+///
+/// A new generation changes what new connections get (configuration,
+/// certificate, origin pool) and which addresses are accepted on; accept
+/// loops of addresses that remain keep running, and connections already
+/// open keep the state they started with.
+pub async fn run_worker(
+    mut generations: watch::Receiver<Arc<Generation>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let mut generation = generations.borrow_and_update().clone();
+    let first = Arc::new(Worker::new(&generation.global, shutdown.clone())?);
+    let (current, _) = watch::channel(first);
     let tracker = TaskTracker::new();
-    if let (Some(address), true) = (config.metrics.listen, serve_metrics) {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(ServerError::Metrics)?;
-        tracing::info!(%address, "metrics on http://{address}/metrics");
-        tracker.spawn(crate::admin::serve(
-            listener,
-            global.metrics.clone(),
-            worker.shutdown.clone(),
-        ));
+    // Accept loops by configured address: (tls, stop).
+    let mut running: HashMap<SocketAddr, (bool, CancellationToken)> = HashMap::new();
+    loop {
+        running.retain(|address, (tls, stop)| {
+            let kept = generation
+                .listeners
+                .iter()
+                .any(|l| l.configured == *address && l.tls == *tls);
+            if !kept {
+                stop.cancel();
+            }
+            kept
+        });
+        for listener in &generation.listeners {
+            if running.contains_key(&listener.configured) {
+                continue;
+            }
+            let tcp = listener
+                .socket
+                .try_clone()
+                .and_then(TcpListener::from_std)
+                .map_err(ServerError::Listen)?;
+            let stop = shutdown.child_token();
+            running.insert(listener.configured, (listener.tls, stop.clone()));
+            tracker.spawn(accept_loop(
+                Listener {
+                    tcp,
+                    tls: listener.tls,
+                },
+                current.subscribe(),
+                stop,
+                tracker.clone(),
+            ));
+        }
+        tokio::select! {
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                generation = generations.borrow_and_update().clone();
+                match Worker::new(&generation.global, shutdown.clone()) {
+                    Ok(worker) => {
+                        current.send_replace(Arc::new(worker));
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot apply the new configuration in a worker");
+                    }
+                }
+            }
+            () = shutdown.cancelled() => break,
+        }
     }
-    for listener in listeners {
-        let acceptor = if listener.tls {
-            global.acceptor.clone()
-        } else {
-            None
-        };
-        tracker.spawn(accept_loop(
-            listener,
-            acceptor,
-            worker.clone(),
-            global.limit.clone(),
-            tracker.clone(),
-        ));
-    }
-    shutdown.await;
+    let config = current.borrow().config.clone();
     tracing::debug!(
         grace = ?config.timeouts.shutdown_grace,
         "shutting down: no new connections, draining in-flight requests"
     );
-    worker.shutdown.cancel();
+    shutdown.cancel();
     tracker.close();
     let deadline = config.timeouts.shutdown_grace + Duration::from_secs(1);
     if tokio::time::timeout(deadline, tracker.wait())
@@ -123,9 +206,8 @@ pub async fn run_worker(
 
 async fn accept_loop(
     listener: Listener,
-    acceptor: Option<TlsAcceptor>,
-    worker: Arc<Worker>,
-    limit: Arc<Semaphore>,
+    mut current: watch::Receiver<Arc<Worker>>,
+    stop: CancellationToken,
     tracker: TaskTracker,
 ) {
     let local = listener.tcp.local_addr().ok();
@@ -133,16 +215,22 @@ async fn accept_loop(
         // Wait for a free connection slot before accepting: over the limit,
         // new clients wait in the kernel's backlog and existing ones are
         // unaffected.
+        let limit = current.borrow_and_update().limit.clone();
         let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
+            permit = limit.acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            _ = worker.shutdown.cancelled() => return,
+            // A reload may bring another limit.
+            changed = current.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+            () = stop.cancelled() => return,
         };
         let accepted = tokio::select! {
             accepted = listener.tcp.accept() => accepted,
-            _ = worker.shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -155,8 +243,13 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local = local.unwrap_or(peer);
-        let worker = worker.clone();
-        let acceptor = acceptor.clone();
+        // The newest configuration, even if it came while accepting.
+        let worker = current.borrow_and_update().clone();
+        let acceptor = if listener.tls {
+            worker.acceptor.clone()
+        } else {
+            None
+        };
         let span = tracing::debug_span!("conn", %peer);
         tracker.spawn(
             async move {

@@ -140,6 +140,54 @@ fn check_names_a_missing_certificate_file() {
     assert!(stderr.contains("missing.pem"), "{stderr}");
 }
 
+/// Two certificates of their own, written to `dir`.
+fn two_certificates(dir: &tempfile::TempDir) -> [(String, String); 2] {
+    [1, 2].map(|n| {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = dir.path().join(format!("cert{n}.pem"));
+        let key = dir.path().join(format!("key{n}.pem"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        (cert.display().to_string(), key.display().to_string())
+    })
+}
+
+/// `check` loads and pairs the certificate and key as `run` does: what it
+/// refuses, `run` refuses with the same message, and what it accepts,
+/// `run` starts with.
+#[test]
+fn check_refuses_what_run_refuses_a_key_of_another_certificate_or_a_key_given_as_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let [(cert1, key1), (_, key2)] = two_certificates(&dir);
+    let origin = ["--origin", "http://127.0.0.1:1"];
+    let cases = [
+        (vec!["--cert", &cert1, "--key", &key2], "does not match"),
+        (vec!["--cert", &key1, "--key", &key1], "tls.cert"),
+    ];
+    for (flags, expected) in cases {
+        for command in ["check", "run"] {
+            let port = free_port().to_string();
+            let listen = format!("127.0.0.1:{port}");
+            let mut args = vec![command, "--listen", &listen];
+            args.extend(origin);
+            args.extend(flags.iter().copied());
+            let output = linkpush(&args);
+            assert_eq!(output.status.code(), Some(1), "{command} {args:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(expected), "{command}: {stderr}");
+        }
+    }
+    // The matching pair passes.
+    let output = linkpush(&[
+        "check", "--cert", &cert1, "--key", &key1, origin[0], origin[1],
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn check_of_a_missing_file_exits_1() {
     let output = linkpush(&["check", "--config", "/nonexistent/proxy.toml"]);

@@ -97,7 +97,7 @@ macro_rules! sections {
             ($ty:ty) ($default:expr) ($raw_ty:ty) ($parse:expr)))*]
     ) => {
         $(#[$doc])*
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, PartialEq)]
         pub struct $name {
             $($(#[$hm])* pub $hfield: $hty,)*
             $($(#[$m])* pub $field: $ty,)*

@@ -87,6 +87,8 @@ pub enum TlsSource {
 pub struct TlsConfig {
     /// None only when no listener uses TLS.
     pub source: Option<TlsSource>,
+    /// Reload when the certificate or key file changes.
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,13 +29,14 @@ pub(super) struct RawTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     self_signed: Option<bool>,
+    watch: Option<bool>,
 }
 
 /// The keys of the hand-checked tables, for the documentation tests.
 #[cfg(test)]
 pub(super) const SPECIAL_KEYS: &[(&str, &[&str])] = &[
     ("listen", &["address", "tls"]),
-    ("tls", &["cert", "key", "self_signed"]),
+    ("tls", &["cert", "key", "self_signed", "watch"]),
 ];
 
 /// A listener together with the key or flag it came from.
@@ -147,6 +148,7 @@ impl Checker {
         // Any TLS flag replaces the file's [tls] choice as a whole, so that
         // `--self-signed` works with a file that names certificate files.
         let from_flags = ov.cert.is_some() || ov.key.is_some() || ov.self_signed;
+        let watch = raw.watch.unwrap_or(false);
         let (cert, key, self_signed, [cert_key, key_key, self_signed_key]) = if from_flags {
             let names = ["--cert", "--key", "--self-signed"];
             (ov.cert.clone(), ov.key.clone(), ov.self_signed, names)
@@ -197,7 +199,10 @@ impl Checker {
         };
 
         let Some(first) = listeners.iter().find(|l| l.config.tls) else {
-            return TlsConfig { source: None };
+            return TlsConfig {
+                source: None,
+                watch,
+            };
         };
         if source.is_none() && self.count() == before {
             let message = format!(
@@ -208,7 +213,7 @@ impl Checker {
             );
             self.problem("tls", message);
         }
-        TlsConfig { source }
+        TlsConfig { source, watch }
     }
 
     fn readable_file(&mut self, key: &str, path: &Path) {

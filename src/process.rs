@@ -1,0 +1,334 @@
+//! The running process: worker threads, signals, and reloads.
+//!
+//! - SIGINT, SIGTERM: graceful shutdown (stop accepting, drain).
+//! - SIGHUP: reload. The configuration file and every file it names are
+//!   read and validated exactly as at start; a valid result becomes a new
+//!   [`Generation`] that new connections get, while open connections finish
+//!   on the one they started with. An invalid one is logged and changes
+//!   nothing.
+//! - With `tls.watch`, a change to the certificate or key files reloads as
+//!   SIGHUP does.
+//!
+//! The main thread runs the signals, the reloads and the metrics endpoint;
+//! the workers ([`server::run_worker`]) run the proxy.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, Overrides, TlsSource};
+use crate::metrics::Metrics;
+use crate::runtime::{Generation, Global, ServerError, SharedListener};
+use crate::server::{self, Listener};
+
+/// How often `tls.watch` looks at the certificate and key files.
+pub const TLS_WATCH_PERIOD: Duration = Duration::from_secs(2);
+
+/// Where the configuration comes from: the file (if any) and the flags.
+/// Reloads read the same file and apply the same flags over it.
+#[derive(Clone, Default)]
+pub struct Source {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl Source {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.path.as_deref(), &self.overrides)
+    }
+}
+
+/// Everything `run` does with a configuration before it listens: loading
+/// and pairing the certificate and key. `check` runs this too, so that a
+/// configuration it accepts is one `run` starts with.
+pub fn validate(config: &Arc<Config>) -> Result<(), ServerError> {
+    Global::new(config.clone(), 1, Arc::new(Metrics::default()), None).map(|_| ())
+}
+
+/// Serve on `listeners` (bound from `config`) with `config.server.workers`
+/// threads until SIGINT or SIGTERM, reloading on SIGHUP; then drain and
+/// return.
+pub fn serve(
+    main: &Runtime,
+    source: Source,
+    config: Arc<Config>,
+    listeners: Vec<Listener>,
+) -> anyhow::Result<()> {
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let global = Global::new(config.clone(), workers, metrics.clone(), None)?;
+    let mut sockets = HashMap::with_capacity(listeners.len());
+    let mut shared = Vec::with_capacity(listeners.len());
+    for (listener, configured) in listeners.into_iter().zip(&config.listeners) {
+        let address = listener.tcp.local_addr()?;
+        let scheme = if listener.tls { "https" } else { "http" };
+        tracing::info!(%address, workers, "listening on {scheme}://{address}");
+        let socket = Arc::new(listener.tcp.into_std()?);
+        sockets.insert(configured.address, socket.clone());
+        shared.push(SharedListener {
+            configured: configured.address,
+            tls: listener.tls,
+            socket,
+        });
+    }
+    server::check_certificate(&global, &shared)?;
+    let generation = Arc::new(Generation {
+        number: 1,
+        global,
+        listeners: shared,
+    });
+    let (generations, _) = watch::channel(generation.clone());
+    let shutdown = CancellationToken::new();
+    let mut threads = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let receiver = generations.subscribe();
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("linkpush-worker-{index}"))
+            .spawn(move || {
+                let result = worker(receiver, shutdown.clone());
+                if result.is_err() {
+                    // One worker failing stops the others.
+                    shutdown.cancel();
+                }
+                result
+            })
+            .context("cannot start a worker thread")?;
+        threads.push(thread);
+    }
+    let mut process = Process {
+        source,
+        workers,
+        metrics,
+        current: generation,
+        sockets,
+        generations,
+        admin: None,
+    };
+    let outcome = main.block_on(async {
+        process.serve_admin(None).await?;
+        process.signals(&shutdown).await
+    });
+    shutdown.cancel();
+    let mut failure = outcome.err();
+    for thread in threads {
+        let result = thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")));
+        if let Err(error) = result {
+            failure.get_or_insert(error);
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// One worker thread: a single-threaded runtime serving every listener.
+fn worker(
+    generations: watch::Receiver<Arc<Generation>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a worker's event loop")?;
+    runtime.block_on(server::run_worker(generations, shutdown))?;
+    Ok(())
+}
+
+/// The main thread's view of the process.
+struct Process {
+    source: Source,
+    workers: usize,
+    metrics: Arc<Metrics>,
+    current: Arc<Generation>,
+    /// Listening sockets by configured address.
+    sockets: HashMap<SocketAddr, Arc<std::net::TcpListener>>,
+    generations: watch::Sender<Arc<Generation>>,
+    /// The metrics endpoint: its address, and how to stop it.
+    admin: Option<(SocketAddr, CancellationToken, JoinHandle<()>)>,
+}
+
+impl Process {
+    /// Wait for signals until shutdown, reloading on SIGHUP.
+    async fn signals(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let mut watch = tokio::time::interval(TLS_WATCH_PERIOD);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = Fingerprint::of(&self.current.global.config);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                () = shutdown.cancelled() => return Ok(()),
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    self.reload().await;
+                    seen = Fingerprint::of(&self.current.global.config);
+                }
+                _ = watch.tick(), if self.current.global.config.tls.watch => {
+                    let now = Fingerprint::of(&self.current.global.config);
+                    if now != seen {
+                        seen = now;
+                        tracing::info!("the certificate or key file changed: reloading");
+                        self.reload().await;
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            grace = ?self.current.global.config.timeouts.shutdown_grace,
+            "shutting down: no new connections, draining in-flight requests"
+        );
+        Ok(())
+    }
+
+    /// Load, validate and publish a new generation, or log why not and keep
+    /// the running one.
+    async fn reload(&mut self) {
+        let started = Instant::now();
+        match self.next_generation().await {
+            Ok(generation) => {
+                let number = generation.number;
+                self.current = generation.clone();
+                self.generations.send_replace(generation);
+                tracing::info!(
+                    generation = number,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "configuration reloaded; new connections use it"
+                );
+            }
+            Err(error) => {
+                tracing::error!(
+                    generation = self.current.number,
+                    "reload failed, still serving the previous configuration: {error:#}"
+                );
+            }
+        }
+    }
+
+    async fn next_generation(&mut self) -> anyhow::Result<Arc<Generation>> {
+        let config = Arc::new(self.source.load()?);
+        if config.server.workers != self.current.global.config.server.workers {
+            tracing::warn!("server.workers changed; the number of workers changes on restart only");
+        }
+        let global = Global::new(
+            config.clone(),
+            self.workers,
+            self.metrics.clone(),
+            Some(&self.current.global),
+        )?;
+        let mut sockets = HashMap::with_capacity(config.listeners.len());
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let socket = match self.sockets.get(&listener.address) {
+                Some(socket) => socket.clone(),
+                None => {
+                    let tcp = TcpListener::bind(listener.address)
+                        .await
+                        .with_context(|| format!("cannot listen on {}", listener.address))?;
+                    let address = tcp.local_addr()?;
+                    let scheme = if listener.tls { "https" } else { "http" };
+                    tracing::info!(%address, "listening on {scheme}://{address}");
+                    Arc::new(tcp.into_std()?)
+                }
+            };
+            sockets.insert(listener.address, socket.clone());
+            listeners.push(SharedListener {
+                configured: listener.address,
+                tls: listener.tls,
+                socket,
+            });
+        }
+        server::check_certificate(&global, &listeners)?;
+        self.serve_admin(Some(&config)).await?;
+        for (address, _) in self.sockets.iter() {
+            if !sockets.contains_key(address) {
+                tracing::info!(%address, "no longer listening on {address}");
+            }
+        }
+        self.sockets = sockets;
+        Ok(Arc::new(Generation {
+            number: self.current.number + 1,
+            global,
+            listeners,
+        }))
+    }
+
+    /// Serve the metrics endpoint where `config` (or the current
+    /// configuration) says, moving it if the address changed.
+    async fn serve_admin(&mut self, config: Option<&Config>) -> anyhow::Result<()> {
+        let wanted = config.unwrap_or(&self.current.global.config).metrics.listen;
+        if self.admin.as_ref().map(|(address, ..)| *address) == wanted {
+            return Ok(());
+        }
+        let listener = match wanted {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(ServerError::Metrics)?,
+            ),
+            None => None,
+        };
+        if let Some((_, stop, task)) = self.admin.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let (Some(listener), Some(address)) = (listener, wanted) {
+            tracing::info!(%address, "metrics on http://{address}/metrics");
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(crate::admin::serve(
+                listener,
+                self.metrics.clone(),
+                stop.clone(),
+            ));
+            self.admin = Some((address, stop, task));
+        }
+        Ok(())
+    }
+}
+
+/// What `tls.watch` compares: for each certificate file, its identity,
+/// size and modification time (following symbolic links, as certbot's
+/// `live/` directory uses them).
+#[derive(PartialEq, Eq, Debug)]
+struct Fingerprint(Vec<Option<(u64, u64, u64, i64, i64)>>);
+
+impl Fingerprint {
+    fn of(config: &Config) -> Fingerprint {
+        use std::os::unix::fs::MetadataExt;
+        let files = match &config.tls.source {
+            Some(TlsSource::Files { cert, key }) => vec![cert.clone(), key.clone()],
+            _ => Vec::new(),
+        };
+        Fingerprint(
+            files
+                .iter()
+                .map(|path| {
+                    std::fs::metadata(path).ok().map(|meta| {
+                        (
+                            meta.dev(),
+                            meta.ino(),
+                            meta.len(),
+                            meta.mtime(),
+                            meta.mtime_nsec(),
+                        )
+                    })
+                })
+                .collect(),
+        )
+    }
+}
