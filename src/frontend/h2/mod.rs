@@ -3,12 +3,13 @@
 //!
 //! - this module: the connection loop (accepting streams, idle timeout,
 //!   graceful shutdown, flood cut-off);
-//! - [`stream`]: one request stream, driven through [`crate::exchange`],
-//!   and flow-controlled body sending;
+//! - [`stream`]: one request stream, driven through [`crate::exchange`];
 //! - [`push`]: promised streams, fetched and sent on their own tasks;
+//! - [`body`]: flow-controlled body sending, for both;
 //! - [`settings`]: the client's SETTINGS, read off the wire because h2 has
 //!   no getter for them.
 
+mod body;
 mod push;
 mod settings;
 mod stream;

@@ -16,7 +16,7 @@ use http::Response;
 use http_body_util::Full;
 use tracing::Instrument;
 
-use super::stream::send_body;
+use super::body::send_body;
 use super::Conn;
 use crate::access_log::Record;
 use crate::exchange::{self, Promise};
