@@ -79,17 +79,18 @@ pub async fn run_worker(
     }
     let worker = Arc::new(Worker::new(&global)?);
     let tracker = TaskTracker::new();
-    if let (Some(address), true) = (config.metrics.listen, serve_metrics) {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(ServerError::Metrics)?;
-        tracing::info!(%address, "metrics on http://{address}/metrics");
-        tracker.spawn(crate::admin::serve(
-            listener,
-            global.metrics.clone(),
-            worker.shutdown.clone(),
-        ));
-    }
+    // Bound before the listeners start, so a taken address fails start-up;
+    // served only after they run, so `/readyz` never sees them stopped.
+    let admin = match (config.metrics.listen, serve_metrics) {
+        (Some(address), true) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(ServerError::Metrics)?;
+            tracing::info!(%address, "metrics on http://{address}/metrics");
+            Some(listener)
+        }
+        _ => None,
+    };
     for listener in listeners {
         let acceptor = if listener.tls {
             global.acceptor.clone()
@@ -102,6 +103,16 @@ pub async fn run_worker(
             worker.clone(),
             global.limit.clone(),
             tracker.clone(),
+        ));
+    }
+    if let Some(listener) = admin {
+        let health = Arc::new(crate::admin::Health::new(&config.origin.addr));
+        health.set_listening(true);
+        tracker.spawn(crate::admin::serve(
+            listener,
+            global.metrics.clone(),
+            health,
+            worker.shutdown.clone(),
         ));
     }
     shutdown.await;
