@@ -81,10 +81,15 @@ impl Record {
     }
 
     /// Count the exchange and write its line: `bytes` of body were sent.
-    /// Pushed streams are logged but counted under the push metrics only.
+    /// Pushed streams are logged but counted under the push metrics only,
+    /// except for the origin's response time, which counts every request
+    /// the origin was sent.
     pub fn finish(self, bytes: u64, metrics: &Metrics, log: bool) {
         if !self.pushed {
             metrics.request(self.ctx.protocol, self.status, bytes, self.started);
+        }
+        if let Some(time) = self.origin_time {
+            metrics.origin_response(time);
         }
         if !log {
             return;

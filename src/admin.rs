@@ -1,8 +1,18 @@
-//! The small cleartext HTTP/1.1 endpoint for operators (metrics), and the
-//! loop that serves it, which the demo's sample origin reuses.
+//! The small cleartext HTTP/1.1 endpoint for operators (metrics, liveness
+//! and readiness), and the loop that serves it, which the demo's sample
+//! origin reuses.
+//!
+//! - `/metrics`: the Prometheus text exposition of [`Metrics`].
+//! - `/healthz`: `200 ok` whenever the process answers at all.
+//! - `/readyz`: `200 ready` when the proxy's listeners are running and a
+//!   connection to the origin opens within [`READY_CONNECT_TIMEOUT`]; else
+//!   `503` with the reason on one line. No request is sent to the origin:
+//!   the check must not show up in its logs or cost it a page render.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,22 +24,109 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::OriginAddr;
 use crate::metrics::Metrics;
+use crate::origin::Address;
 
-/// Serve the metrics endpoint on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    serve_simple(listener, shutdown, move |request| {
-        if request.uri().path() != "/metrics" {
-            return not_found();
+/// How long `/readyz` waits for a connection to the origin. Short, because
+/// probes have their own timeouts (Kubernetes' default is one second) and
+/// an origin that takes longer than this to accept is not ready anyway.
+pub const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What `/readyz` checks. The process keeps it up to date: it marks the
+/// listeners running once they accept, and swaps the origin address when a
+/// new configuration takes effect. (A `Health` exists only once a
+/// configuration has loaded, so "config loaded" needs no flag of its own.)
+pub struct Health {
+    /// Where the origin listens now. A lock, not an atomic: it is written
+    /// on a reload and read once per probe, never on the request path.
+    origin: RwLock<Address>,
+    /// The proxy's listeners are accepting connections.
+    listening: AtomicBool,
+}
+
+impl Health {
+    /// Health for `origin`, with the listeners not yet running.
+    pub fn new(origin: &OriginAddr) -> Health {
+        Health {
+            origin: RwLock::new(Address::new(origin)),
+            listening: AtomicBool::new(false),
         }
-        let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        response
+    }
+
+    /// Check readiness against `addr` from now on.
+    pub fn set_origin(&self, addr: OriginAddr) {
+        let address = Address::new(&addr);
+        // A poisoned lock only means a reader panicked; the value is whole.
+        *self.origin.write().unwrap_or_else(|e| e.into_inner()) = address;
+    }
+
+    /// Whether the proxy's listeners are accepting connections.
+    pub fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::Release);
+    }
+
+    /// `Ok` when ready; otherwise why not, in one line.
+    pub async fn check(&self) -> Result<(), String> {
+        if !self.listening.load(Ordering::Acquire) {
+            return Err("listeners are not running".to_string());
+        }
+        let origin = self
+            .origin
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match tokio::time::timeout(READY_CONNECT_TIMEOUT, origin.connect()).await {
+            Ok(Ok(_stream)) => Ok(()),
+            Ok(Err(error)) => Err(format!("origin {origin} unreachable: {error}")),
+            Err(_) => Err(format!(
+                "origin {origin} did not accept a connection within {READY_CONNECT_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
+/// Serve the operator endpoints on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    serve_async(listener, shutdown, move |request| {
+        let metrics = metrics.clone();
+        let health = health.clone();
+        async move {
+            match request.uri().path() {
+                "/metrics" => {
+                    let mut response = text(StatusCode::OK, metrics.render());
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    response
+                }
+                "/healthz" => text(StatusCode::OK, "ok\n".to_string()),
+                "/readyz" => match health.check().await {
+                    Ok(()) => text(StatusCode::OK, "ready\n".to_string()),
+                    Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+                },
+                _ => not_found(),
+            }
+        }
     })
     .await;
+}
+
+/// A plain-text response.
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// A plain 404.
@@ -45,6 +142,19 @@ pub async fn serve_simple<F>(listener: TcpListener, shutdown: CancellationToken,
 where
     F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
 {
+    serve_async(listener, shutdown, move |request| {
+        std::future::ready(respond(&request))
+    })
+    .await;
+}
+
+/// Serve a small cleartext HTTP/1.1 endpoint with a handler that may wait
+/// (on I/O, say), until `shutdown`.
+pub async fn serve_async<F, R>(listener: TcpListener, shutdown: CancellationToken, respond: F)
+where
+    F: Fn(Request<Incoming>) -> R + Clone + Send + Sync + 'static,
+    R: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -58,12 +168,63 @@ where
         let respond = respond.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = respond(&request);
-                async move { Ok::<_, Infallible>(response) }
+                let response = respond(request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address on loopback where nothing listens.
+    async fn closed() -> OriginAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        OriginAddr::Tcp {
+            host: address.ip().to_string(),
+            port: address.port(),
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_listening_and_the_origin_address() {
+        let live = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let live_addr = OriginAddr::Tcp {
+            host: "127.0.0.1".to_string(),
+            port: live.local_addr().expect("address").port(),
+        };
+        let health = Health::new(&live_addr);
+        let not_running = health.check().await.expect_err("not listening yet");
+        assert_eq!(not_running, "listeners are not running");
+        health.set_listening(true);
+        assert_eq!(health.check().await, Ok(()));
+
+        // A reload points it somewhere dead, then back.
+        health.set_origin(closed().await);
+        let why = health.check().await.expect_err("dead origin");
+        assert!(why.contains("unreachable"), "{why}");
+        assert!(!why.contains('\n'), "{why}");
+        health.set_origin(live_addr);
+        assert_eq!(health.check().await, Ok(()));
+        health.set_listening(false);
+        assert!(health.check().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn readiness_connects_to_a_unix_socket_origin() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("origin.sock");
+        let health = Health::new(&OriginAddr::Unix(path.clone()));
+        health.set_listening(true);
+        let why = health.check().await.expect_err("no socket yet");
+        assert!(why.starts_with("origin unix:"), "{why}");
+        let _origin = tokio::net::UnixListener::bind(&path).expect("bind the socket");
+        assert_eq!(health.check().await, Ok(()));
     }
 }

@@ -4,15 +4,24 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::conn::Protocol;
 use crate::error::{ErrorSide, ProxyError};
 use crate::policy::push::{Plan, Reason};
 
+mod process;
+
 /// Upper bounds of the request-duration histogram, in seconds.
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of the origin response-time histogram, in seconds: from a
+/// cached page on loopback (a millisecond) to a slow report that runs into
+/// the default `timeouts.origin_response_header` (30 s).
+const ORIGIN_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 const PROTOCOLS: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
@@ -27,9 +36,9 @@ pub struct Metrics {
     /// [protocol][status class]
     requests: [[AtomicU64; 5]; 2],
     response_bytes: AtomicU64,
-    duration_buckets: [AtomicU64; BUCKETS.len()],
-    duration_count: AtomicU64,
-    duration_sum_micros: AtomicU64,
+    duration: Histogram<{ BUCKETS.len() }>,
+    /// Request sent to the origin until its response head (or failure).
+    origin_response: Histogram<{ ORIGIN_BUCKETS.len() }>,
     origin_connect_errors: AtomicU64,
     origin_timeouts: AtomicU64,
     origin_protocol_errors: AtomicU64,
@@ -46,6 +55,37 @@ pub struct Metrics {
     learned_pushes: AtomicU64,
     learned_confirmed: AtomicU64,
     learned_wasted: AtomicU64,
+    /// [ok, error]
+    config_reloads: [AtomicU64; 2],
+}
+
+/// A histogram's counters: per bucket (not cumulative; the exposition adds
+/// them up), the count, and the sum in microseconds.
+struct Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&self, bounds: &[f64; N], seconds: f64) {
+        if let Some(bucket) = bounds.iter().position(|bound| seconds <= *bound) {
+            inc(&self.buckets[bucket]);
+        }
+        inc(&self.count);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
 }
 
 fn inc(counter: &AtomicU64) {
@@ -75,13 +115,19 @@ impl Metrics {
         let class = (usize::from(status / 100)).clamp(1, 5) - 1;
         inc(&self.requests[protocol][class]);
         self.response_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let seconds = started.elapsed().as_secs_f64();
-        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
-            inc(&self.duration_buckets[bucket]);
-        }
-        inc(&self.duration_count);
-        self.duration_sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.duration
+            .observe(&BUCKETS, started.elapsed().as_secs_f64());
+    }
+
+    /// How long the origin took to answer one request (or to fail).
+    pub fn origin_response(&self, time: Duration) {
+        self.origin_response
+            .observe(&ORIGIN_BUCKETS, time.as_secs_f64());
+    }
+
+    /// A configuration reload was applied (`ok`) or rejected.
+    pub fn config_reload(&self, ok: bool) {
+        inc(&self.config_reloads[usize::from(!ok)]);
     }
 
     pub fn origin_error(&self, error: &ProxyError) {
@@ -151,7 +197,17 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = Exposition(String::with_capacity(4096));
+        let mut out = Exposition(String::with_capacity(8192));
+        out.family(
+            "linkpush_build_info",
+            "gauge",
+            "Always 1; the version label says which build is running.",
+        );
+        out.sample(
+            "linkpush_build_info",
+            concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""),
+            1,
+        );
         out.family(
             "linkpush_connections_total",
             "counter",
@@ -204,30 +260,18 @@ impl Metrics {
             "",
             get(&self.response_bytes),
         );
-        out.family(
+        out.histogram(
             "linkpush_request_duration_seconds",
-            "histogram",
             "Time from request to the end of the response.",
+            &BUCKETS,
+            &self.duration,
         );
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.duration_buckets) {
-            cumulative += get(bucket);
-            let labels = format!("le=\"{bound}\"");
-            out.sample(
-                "linkpush_request_duration_seconds_bucket",
-                &labels,
-                cumulative,
-            );
-        }
-        let count = get(&self.duration_count);
-        out.sample(
-            "linkpush_request_duration_seconds_bucket",
-            "le=\"+Inf\"",
-            count,
+        out.histogram(
+            "linkpush_origin_response_seconds",
+            "Time from sending a request to the origin until its response head (or the failure).",
+            &ORIGIN_BUCKETS,
+            &self.origin_response,
         );
-        let sum = get(&self.duration_sum_micros) as f64 / 1e6;
-        let _ = writeln!(out.0, "linkpush_request_duration_seconds_sum {sum}");
-        out.sample("linkpush_request_duration_seconds_count", "", count);
         out.family(
             "linkpush_origin_errors_total",
             "counter",
@@ -308,6 +352,18 @@ impl Metrics {
             let labels = format!("outcome=\"{outcome}\"");
             out.sample("linkpush_learned_push_outcomes_total", &labels, get(value));
         }
+        out.family(
+            "linkpush_config_reloads_total",
+            "counter",
+            "Configuration reloads, applied (ok) or rejected (error).",
+        );
+        for (result, value) in ["ok", "error"].iter().zip(&self.config_reloads) {
+            let labels = format!("result=\"{result}\"");
+            out.sample("linkpush_config_reloads_total", &labels, get(value));
+        }
+        if let Some(process) = process::read() {
+            process.render(&mut out);
+        }
         out.0
     }
 }
@@ -319,6 +375,34 @@ impl Exposition {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn histogram<const N: usize>(
+        &mut self,
+        name: &str,
+        help: &str,
+        bounds: &[f64; N],
+        histogram: &Histogram<N>,
+    ) {
+        self.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (bound, counter) in bounds.iter().zip(&histogram.buckets) {
+            cumulative += counter.load(Ordering::Relaxed);
+            self.sample(&bucket, &format!("le=\"{bound}\""), cumulative);
+        }
+        // Read after the buckets: an observation in between then shows in
+        // the count and not in a bucket, never the other way round, so the
+        // +Inf bucket stays at least the sum of the others.
+        let count = histogram.count.load(Ordering::Relaxed).max(cumulative);
+        self.sample(&bucket, "le=\"+Inf\"", count);
+        let sum = histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(self.0, "{name}_sum {sum}");
+        self.sample(&format!("{name}_count"), "", count);
+    }
+
+    fn sample_f64(&mut self, name: &str, value: f64) {
+        let _ = writeln!(self.0, "{name} {value}");
     }
 
     fn sample(&mut self, name: &str, labels: &str, value: u64) {

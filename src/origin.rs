@@ -120,14 +120,57 @@ pub struct Origin {
     pool: Arc<Pool>,
 }
 
-/// Where the origin listens.
+/// Where the origin listens, resolved from the config once.
 #[derive(Debug, Clone)]
-enum Address {
+pub(crate) enum Address {
     /// An IP address: connect directly, no name lookup.
     Ip(SocketAddr),
     /// A host name, looked up at each new connection.
     Name(String, u16),
     Unix(PathBuf),
+}
+
+impl Address {
+    pub(crate) fn new(addr: &OriginAddr) -> Address {
+        match addr {
+            OriginAddr::Tcp { host, port } => match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Address::Ip(SocketAddr::new(ip, *port)),
+                Err(_) => Address::Name(host.clone(), *port),
+            },
+            OriginAddr::Unix(path) => Address::Unix(path.clone()),
+        }
+    }
+
+    /// Open a TCP or Unix-socket stream to the origin. Used by the pool for
+    /// every new connection, and by the readiness check (which drops it).
+    pub(crate) async fn connect(&self) -> io::Result<OriginStream> {
+        match self {
+            Address::Ip(address) => {
+                let stream = TcpStream::connect(address).await?;
+                stream.set_nodelay(true)?;
+                Ok(OriginStream::Tcp(stream))
+            }
+            Address::Name(host, port) => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Ok(OriginStream::Tcp(stream))
+            }
+            Address::Unix(path) => UnixStream::connect(path)
+                .await
+                .map(OriginStream::Unix)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Ip(address) => write!(f, "{address}"),
+            Address::Name(host, port) => write!(f, "{host}:{port}"),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 struct Pool {
@@ -225,13 +268,7 @@ impl Origin {
         let workers = workers.max(1);
         let origin = &config.origin;
         let limit = origin.max_concurrent_requests.div_ceil(workers).max(1);
-        let address = match &origin.addr {
-            OriginAddr::Tcp { host, port } => match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => Address::Ip(SocketAddr::new(ip, *port)),
-                Err(_) => Address::Name(host.clone(), *port),
-            },
-            OriginAddr::Unix(path) => Address::Unix(path.clone()),
-        };
+        let address = Address::new(&origin.addr);
         let mut builder = http1::Builder::new();
         builder
             .max_buf_size(origin.max_response_header_bytes.max(8192))
@@ -465,7 +502,7 @@ impl Pool {
 
     /// Open a new connection in `slot`.
     async fn connect(&self, slot: Slot) -> Result<Sender, ProxyError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.open_stream())
+        let stream = tokio::time::timeout(self.connect_timeout, self.address.connect())
             .await
             .map_err(|_| {
                 ProxyError::OriginConnect(
@@ -486,25 +523,6 @@ impl Pool {
             }
         });
         Ok(sender)
-    }
-
-    async fn open_stream(&self) -> io::Result<OriginStream> {
-        match &self.address {
-            Address::Ip(address) => {
-                let stream = TcpStream::connect(address).await?;
-                stream.set_nodelay(true)?;
-                Ok(OriginStream::Tcp(stream))
-            }
-            Address::Name(host, port) => {
-                let stream = TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                Ok(OriginStream::Tcp(stream))
-            }
-            Address::Unix(path) => UnixStream::connect(path)
-                .await
-                .map(OriginStream::Unix)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-        }
     }
 
     /// Close idle connections that have been idle too long.
@@ -668,7 +686,7 @@ impl Body for ResponseBody {
 }
 
 /// A connection to the origin.
-enum OriginStream {
+pub(crate) enum OriginStream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Health;
 use crate::config::{Config, ConfigError, Overrides, TlsSource};
 use crate::metrics::Metrics;
 use crate::runtime::{Generation, Global, ServerError, SharedListener};
@@ -116,22 +117,40 @@ pub fn serve(
         sockets,
         generations,
         admin: None,
+        health: Arc::new(Health::new(&config.origin.addr)),
     };
-    let outcome = main.block_on(async {
-        process.serve_admin(None).await?;
-        process.signals(&shutdown).await
-    });
-    shutdown.cancel();
-    let mut failure = outcome.err();
-    for thread in threads {
-        let result = thread
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")));
-        if let Err(error) = result {
-            failure.get_or_insert(error);
+    process.health.set_listening(true);
+    main.block_on(async {
+        let outcome = match process.serve_admin(None).await {
+            Ok(()) => process.signals(&shutdown).await,
+            Err(error) => Err(error),
+        };
+        // Draining: not ready for new clients, still answering the
+        // metrics endpoint until the workers are done.
+        process.health.set_listening(false);
+        shutdown.cancel();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut failure = None;
+            for thread in threads {
+                let result = thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")));
+                if let Err(error) = result {
+                    failure.get_or_insert(error);
+                }
+            }
+            failure
+        })
+        .await;
+        let failure = match joined {
+            Ok(failure) => failure,
+            Err(_) => Some(anyhow::anyhow!("a worker thread could not be joined")),
+        };
+        match (outcome, failure) {
+            (Err(error), _) | (Ok(()), Some(error)) => Err(error),
+            (Ok(()), None) => Ok(()),
         }
-    }
-    failure.map_or(Ok(()), Err)
+    })
 }
 
 /// One worker thread: a single-threaded runtime serving every listener.
@@ -158,6 +177,8 @@ struct Process {
     generations: watch::Sender<Arc<Generation>>,
     /// The metrics endpoint: its address, and how to stop it.
     admin: Option<(SocketAddr, CancellationToken, JoinHandle<()>)>,
+    /// What `/readyz` checks.
+    health: Arc<Health>,
 }
 
 impl Process {
@@ -202,6 +223,8 @@ impl Process {
         let started = Instant::now();
         match self.next_generation().await {
             Ok(generation) => {
+                self.metrics.config_reload(true);
+                self.health.set_origin(generation.global.config.origin.addr.clone());
                 let number = generation.number;
                 self.current = generation.clone();
                 self.generations.send_replace(generation);
@@ -212,6 +235,7 @@ impl Process {
                 );
             }
             Err(error) => {
+                self.metrics.config_reload(false);
                 tracing::error!(
                     generation = self.current.number,
                     "reload failed, still serving the previous configuration: {error:#}"
@@ -293,6 +317,7 @@ impl Process {
             let task = tokio::spawn(crate::admin::serve(
                 listener,
                 self.metrics.clone(),
+                self.health.clone(),
                 stop.clone(),
             ));
             self.admin = Some((address, stop, task));

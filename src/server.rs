@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admin::Health;
 use crate::config::Config;
 use crate::conn::{ConnContext, Protocol};
 use crate::frontend::{self, WriteDeadline};
@@ -81,9 +82,14 @@ pub async fn run(
             let listener = TcpListener::bind(address)
                 .await
                 .map_err(ServerError::Metrics)?;
+            tracing::info!(%address, "metrics on http://{address}/metrics");
+            let health = Arc::new(Health::new(&config.origin.addr));
+            // The listeners are bound; the worker below accepts on them.
+            health.set_listening(true);
             Some(tokio::spawn(crate::admin::serve(
                 listener,
                 global.metrics.clone(),
+                health,
                 token.child_token(),
             )))
         }

@@ -76,7 +76,7 @@ flags! {
         /// Log format: text or json.
         #[arg(long, value_name = "FORMAT")]
         pub log_format: Option<String> => log.format,
-        /// Serve Prometheus metrics at http://ADDR/metrics.
+        /// Serve metrics (http://ADDR/metrics), /healthz and /readyz at ADDR.
         #[arg(long, value_name = "ADDR")]
         pub metrics_listen: Option<String> => metrics.listen,
         /// Worker threads (0: one per CPU).
