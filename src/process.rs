@@ -224,7 +224,8 @@ impl Process {
         match self.next_generation().await {
             Ok(generation) => {
                 self.metrics.config_reload(true);
-                self.health.set_origin(generation.global.config.origin.addr.clone());
+                self.health
+                    .set_origin(generation.global.config.origin.addr.clone());
                 let number = generation.number;
                 self.current = generation.clone();
                 self.generations.send_replace(generation);

@@ -583,3 +583,71 @@ fn which(program: &str) -> Option<PathBuf> {
             .find(|path| Path::new(path).is_file())
     })
 }
+
+/// GET `path` from a cleartext HTTP/1.1 endpoint (the metrics listener);
+/// `None` when nothing listens there.
+async fn plain_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    bounded(stream.read_to_string(&mut body)).await.ok()?;
+    Some(body)
+}
+
+/// The value of one sample line of the exposition, by its whole name.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+#[tokio::test]
+async fn reloads_are_counted_counters_survive_them_and_the_metrics_endpoint_moves() {
+    let origin = origin().await;
+    let (addr, first_metrics, second_metrics) = (free_addr(), free_addr(), free_addr());
+    let pem = certificate(77);
+    let with = |metrics: SocketAddr, workers: usize| {
+        config(
+            &[(addr, true)],
+            &origin.url(),
+            &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+        )
+        .replace("workers = 2", &format!("workers = {workers}"))
+    };
+    let proxy = Proxy::start(&with(first_metrics, 2), &pem, addr).await;
+    let (mut client, _) = h2_client(addr, &[&pem]).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("/page").await.status, 200);
+    }
+    let served = r#"linkpush_requests_total{protocol="HTTP/2",class="2xx"}"#;
+    let ok = r#"linkpush_config_reloads_total{result="ok"}"#;
+    let error = r#"linkpush_config_reloads_total{result="error"}"#;
+    let before = plain_get(first_metrics, "/metrics").await.expect("metrics");
+    assert_eq!(sample(&before, served), 3.0);
+    assert_eq!(sample(&before, ok), 0.0);
+
+    proxy.write("proxy.toml", "[origin]\nurl = 5\n");
+    proxy.reload().await.expect_err("invalid");
+    // The metrics endpoint moves, and `server.workers` waits for a restart.
+    proxy.write("proxy.toml", &with(second_metrics, 3));
+    proxy.reload().await.expect("reload");
+    assert!(
+        proxy.count("server.workers changed") == 1,
+        "{}",
+        proxy.log()
+    );
+
+    assert!(
+        plain_get(first_metrics, "/metrics").await.is_none(),
+        "the old metrics address still answers"
+    );
+    let after = plain_get(second_metrics, "/metrics").await.expect("moved");
+    assert_eq!(sample(&after, served), 3.0, "counters were reset");
+    assert_eq!(sample(&after, ok), 1.0);
+    assert_eq!(sample(&after, error), 1.0);
+    let ready = plain_get(second_metrics, "/readyz").await.expect("readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+}
