@@ -650,4 +650,64 @@ async fn reloads_are_counted_counters_survive_them_and_the_metrics_endpoint_move
     assert_eq!(sample(&after, error), 1.0);
     let ready = plain_get(second_metrics, "/readyz").await.expect("readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+
+    // Readiness checks the origin of the newest configuration.
+    let dead = free_addr();
+    proxy.write(
+        "proxy.toml",
+        &with(second_metrics, 2).replace(&origin.url(), &format!("http://{dead}")),
+    );
+    proxy.reload().await.expect("reload");
+    let ready = plain_get(second_metrics, "/readyz").await.expect("readyz");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+}
+
+#[tokio::test]
+async fn readiness_turns_to_503_while_sigterm_drains_requests_in_flight() {
+    let origin = origin().await;
+    let (addr, metrics) = (free_addr(), free_addr());
+    let pem = certificate(88);
+    let mut proxy = Proxy::start(
+        &config(
+            &[(addr, true)],
+            &origin.url(),
+            &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+        ),
+        &pem,
+        addr,
+    )
+    .await;
+    let ready = plain_get(metrics, "/readyz").await.expect("readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let (mut client, _) = h2_client(addr, &[&pem]).await;
+    let slow = tokio::spawn(async move { client.get("/slow").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = plain_get(metrics, "/readyz")
+            .await
+            .expect("readyz while draining");
+        if answer.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready while draining: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let slow = bounded(slow).await.unwrap();
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.body.expect("slow body").len(), 100_000);
+    let status = bounded(async {
+        loop {
+            if let Some(status) = proxy.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status}");
 }
