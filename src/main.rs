@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use linkpush::config::{Config, ConfigError, LogFormat, OriginAddr, Overrides};
+use linkpush::config::{Config, ConfigError, OriginAddr, Overrides};
 use linkpush::server::{run_worker, Global};
 use linkpush::Listener;
 use tokio::net::TcpListener;
@@ -104,17 +104,8 @@ fn load(args: &RunArgs) -> anyhow::Result<Config> {
     })
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    linkpush::logging::init(config).context("not starting")
 }
 
 /// The main thread's runtime: it binds the listeners, waits for signals,
@@ -128,8 +119,10 @@ fn main_runtime() -> anyhow::Result<Runtime> {
 
 fn run_proxy(args: &RunArgs) -> anyhow::Result<()> {
     let config = Arc::new(load(args)?);
-    init_logging(&config);
+    init_logging(&config)?;
     let main = main_runtime()?;
+    #[cfg(unix)]
+    reopen_access_log_on_sigusr1(&main)?;
     let listeners = main.block_on(Listener::bind_all(&config))?;
     serve(&main, config, listeners)
 }
@@ -249,7 +242,7 @@ fn demo(listen: String) -> anyhow::Result<()> {
             .context("no listener")?;
         anyhow::Ok((Arc::new(config), listeners, address, origin_addr))
     })?;
-    init_logging(&config);
+    init_logging(&config)?;
     println!();
     println!("linkpush demo: https://{address}/ -> sample origin http://{origin_addr}/");
     println!("The certificate is self-signed; clients must be told to accept it.");
@@ -263,6 +256,28 @@ fn demo(listen: String) -> anyhow::Result<()> {
     println!();
     println!("Press Ctrl-C to stop.");
     serve(&main, config, listeners)
+}
+
+/// Reopens the access log file on each SIGUSR1 (logrotate's
+/// `postrotate`), on the main runtime. The handler is installed before
+/// this returns, so the signal never meets its default action (exit) once
+/// the proxy listens.
+#[cfg(unix)]
+fn reopen_access_log_on_sigusr1(main: &Runtime) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _context = main.enter();
+    let mut usr1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
+    main.spawn(async move {
+        while usr1.recv().await.is_some() {
+            match linkpush::access_log::reopen() {
+                Ok(()) => tracing::info!("access log reopened"),
+                Err(error) => {
+                    tracing::warn!(%error, "access log not reopened; still writing to the old file")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
