@@ -347,8 +347,9 @@ preload = "push"
         .unwrap_or_else(|e| panic!("bench config invalid: {e}\n{text}"));
     // As the binary does for `[log] level = "warn"`, so that the request
     // path's spans and events cost what they cost there.
+    let (level, _) = linkpush::logging::diagnostic_filter(config.log.level.as_deref(), None);
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log.level))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
         .with_writer(std::io::stderr)
         .try_init();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -38,6 +38,11 @@ pub struct ConnContext {
     /// The connection arrived over TLS (so the request scheme is https).
     pub secure: bool,
     pub protocol: Protocol,
+    /// The TLS version (`"TLSv1.3"`) and the protocol agreed by ALPN
+    /// (`"h2"`, `"http/1.1"`), for the access log; `None` in cleartext or
+    /// without ALPN.
+    pub tls_version: Option<&'static str>,
+    pub alpn: Option<&'static str>,
     /// What this connection holds of its worker's origin pool.
     pub share: ClientShare,
     /// The client's address as `X-Forwarded-For` gives it.
@@ -67,11 +72,20 @@ impl ConnContext {
             local,
             secure,
             protocol,
+            tls_version: None,
+            alpn: None,
             share: ClientShare::default(),
             client_ip: HeaderValue::from_maybe_shared(Bytes::from(peer.ip().to_string()))
                 .unwrap_or(HeaderValue::from_static("unknown")),
             fields: OnceLock::new(),
         }
+    }
+
+    /// The connection as it arrived over a completed TLS handshake.
+    pub fn with_tls(mut self, version: Option<&'static str>, alpn: Option<&'static str>) -> Self {
+        self.tls_version = version;
+        self.alpn = alpn;
+        self
     }
 
     /// The fields for `authority`; `None` if it cannot be a field value.

@@ -23,6 +23,8 @@
 //!   `push` decides per link whether to push, keep or rewrite it, `hints`
 //!   which requests get 103s and what may be learned, `digest` the cookie
 //!   of what a browser was pushed before.
+//! - [`logging`]: the diagnostic log's filter and subscriber, and the
+//!   access log's destination ([`access_log::sink`]).
 //! - [`metrics`] and [`admin`]: counters, and the endpoint that serves them.
 //! - [`process`]: worker threads, signals, and reloads on SIGHUP.
 //! - [`demo`]: the sample origin behind `linkpush demo`.
@@ -46,6 +48,7 @@ pub mod error;
 pub mod exchange;
 pub mod frontend;
 pub mod http_rules;
+pub mod logging;
 pub mod metrics;
 pub mod origin;
 pub mod policy;

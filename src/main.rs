@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use linkpush::config::{Config, ConfigError, LogFormat, OriginAddr, Overrides};
-use linkpush::process::{self, Source};
+use linkpush::config::{Config, ConfigError, OriginAddr, Overrides};
+use linkpush::process::{self, Signals, Source};
 use linkpush::Listener;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
@@ -116,17 +116,8 @@ fn load(args: &RunArgs) -> anyhow::Result<Config> {
     })
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    linkpush::logging::init(config).context("not starting")
 }
 
 /// The main thread's runtime: it binds the listeners, waits for signals,
@@ -140,14 +131,17 @@ fn main_runtime() -> anyhow::Result<Runtime> {
 
 fn run_proxy(args: &RunArgs) -> anyhow::Result<()> {
     let config = Arc::new(load(args)?);
-    init_logging(&config);
+    init_logging(&config)?;
     let main = main_runtime()?;
+    // Before anything listens, so that no signal meets its default action.
+    let signals = Signals::install(&main)?;
     let listeners = main.block_on(Listener::bind_all(&config))?;
-    process::serve(&main, source(args), config, listeners)
+    process::serve(&main, signals, source(args), config, listeners)
 }
 
 fn demo(listen: String) -> anyhow::Result<()> {
     let main = main_runtime()?;
+    let signals = Signals::install(&main)?;
     let (config, listeners, address, origin_addr, source) = main.block_on(async move {
         let origin = TcpListener::bind("127.0.0.1:0")
             .await
@@ -180,7 +174,7 @@ fn demo(listen: String) -> anyhow::Result<()> {
             .context("no listener")?;
         anyhow::Ok((Arc::new(config), listeners, address, origin_addr, source))
     })?;
-    init_logging(&config);
+    init_logging(&config)?;
     println!();
     println!("linkpush demo: https://{address}/ -> sample origin http://{origin_addr}/");
     println!("The certificate is self-signed; clients must be told to accept it.");
@@ -195,5 +189,5 @@ fn demo(listen: String) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
     // A reload rebuilds the demo's configuration from the same flags
     // (without `push.explain`, which only the demo sets).
-    process::serve(&main, source, config, listeners)
+    process::serve(&main, signals, source, config, listeners)
 }

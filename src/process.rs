@@ -6,6 +6,8 @@
 //!   [`Generation`] that new connections get, while open connections finish
 //!   on the one they started with. An invalid one is logged and changes
 //!   nothing.
+//!   The access log file is reopened too.
+//! - SIGUSR1: reopen the access log file (for logrotate).
 //! - With `tls.watch`, a change to the certificate or key files reloads as
 //!   SIGHUP does.
 //!
@@ -21,10 +23,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log;
 use crate::admin::Health;
 use crate::config::{Config, ConfigError, Overrides, TlsSource};
 use crate::metrics::Metrics;
@@ -55,11 +59,36 @@ pub fn validate(config: &Arc<Config>) -> Result<(), ServerError> {
     Global::new(config.clone(), 1, Arc::new(Metrics::default()), None).map(|_| ())
 }
 
+/// The signals the process handles, installed before anything listens so
+/// that none of them meets its default action (exit) once clients can come.
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    user1: Signal,
+}
+
+impl Signals {
+    pub fn install(main: &Runtime) -> anyhow::Result<Signals> {
+        let _context = main.enter();
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot handle {name}"))
+        };
+        Ok(Signals {
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            user1: install(SignalKind::user_defined1(), "SIGUSR1")?,
+        })
+    }
+}
+
 /// Serve on `listeners` (bound from `config`) with `config.server.workers`
 /// threads until SIGINT or SIGTERM, reloading on SIGHUP; then drain and
 /// return.
 pub fn serve(
     main: &Runtime,
+    mut signals: Signals,
     source: Source,
     config: Arc<Config>,
     listeners: Vec<Listener>,
@@ -122,7 +151,7 @@ pub fn serve(
     process.health.set_listening(true);
     main.block_on(async {
         let outcome = match process.serve_admin(None).await {
-            Ok(()) => process.signals(&shutdown).await,
+            Ok(()) => process.signals(&mut signals, &shutdown).await,
             Err(error) => Err(error),
         };
         // Draining: not ready for new clients, still answering the
@@ -183,23 +212,30 @@ struct Process {
 
 impl Process {
     /// Wait for signals until shutdown, reloading on SIGHUP.
-    async fn signals(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    async fn signals(
+        &mut self,
+        signals: &mut Signals,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut watch = tokio::time::interval(TLS_WATCH_PERIOD);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen = Fingerprint::of(&self.current.global.config);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
+                _ = signals.interrupt.recv() => break,
+                _ = signals.terminate.recv() => break,
                 () = shutdown.cancelled() => return Ok(()),
-                _ = hangup.recv() => {
+                _ = signals.hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     self.reload().await;
                     seen = Fingerprint::of(&self.current.global.config);
                 }
+                _ = signals.user1.recv() => match access_log::reopen() {
+                    Ok(()) => tracing::info!("access log reopened"),
+                    Err(error) => {
+                        tracing::warn!(%error, "access log not reopened; still writing to the old file");
+                    }
+                },
                 _ = watch.tick(), if self.current.global.config.tls.watch => {
                     let now = Fingerprint::of(&self.current.global.config);
                     if now != seen {
@@ -279,6 +315,9 @@ impl Process {
             });
         }
         server::check_certificate(&global, &listeners)?;
+        // Opens the new access log file (or the same one afresh, after a
+        // rotation); on failure the old sink stays.
+        access_log::configure(&config.log)?;
         self.serve_admin(Some(&config)).await?;
         for (address, _) in self.sockets.iter() {
             if !sockets.contains_key(address) {

@@ -297,12 +297,17 @@ async fn serve_connection(
                         return;
                     }
                 };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2);
+            let session = tls.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(tls::ALPN_H2);
+            let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+            let ctx = ConnContext::new(peer, local, true, protocol).with_tls(
+                session.protocol_version().map(tls::version_name),
+                session.alpn_protocol().map(tls::alpn_name),
+            );
+            let ctx = Arc::new(ctx);
             if h2 {
-                let ctx = Arc::new(ConnContext::new(peer, local, true, Protocol::Http2));
                 frontend::h2::serve(tls, ctx, worker.clone()).await;
             } else {
-                let ctx = Arc::new(ConnContext::new(peer, local, true, Protocol::Http1));
                 frontend::h1::serve(tls, ctx, worker.clone()).await;
             }
         }

@@ -15,6 +15,26 @@ use crate::config::TlsSource;
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
+/// A negotiated TLS version as logs name it.
+pub fn version_name(version: rustls::ProtocolVersion) -> &'static str {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        // The acceptor offers no other version.
+        _ => "other",
+    }
+}
+
+/// A negotiated ALPN protocol id as logs name it: the acceptor only ever
+/// agrees to one of its own.
+pub fn alpn_name(alpn: &[u8]) -> &'static str {
+    match alpn {
+        ALPN_H2 => "h2",
+        ALPN_HTTP11 => "http/1.1",
+        _ => "other",
+    }
+}
+
 /// Start-up errors: each names the file and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

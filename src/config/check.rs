@@ -277,17 +277,22 @@ pub(super) fn size<T: TryFrom<u64>>(
     }
 }
 
-pub(super) fn log_level(level: String) -> Result<String, String> {
-    if level.trim().is_empty() {
-        let expected = "a tracing filter such as \"info\" or \"linkpush=debug,info\"";
-        Err(format!("must not be empty; expected {expected}"))
-    } else if level.chars().any(char::is_whitespace) {
-        Err(format!(
-            "{level:?} contains whitespace; separate directives with commas, \
-             such as \"linkpush=debug,info\""
-        ))
+/// A diagnostic log filter that tracing accepts, and that does not turn the
+/// log off by a typo (see [`crate::logging::parse_filter`]).
+pub(super) fn log_level(level: String) -> Result<Option<String>, String> {
+    crate::logging::parse_filter(&level).map(|_| Some(level))
+}
+
+/// A file to append to, named as a path.
+pub(super) fn log_path(path: String) -> Result<Option<PathBuf>, String> {
+    if path.trim().is_empty() {
+        Err(
+            "must not be empty; expected a file path such as \"/var/log/linkpush/access.log\", \
+             or no key for standard output"
+                .to_owned(),
+        )
     } else {
-        Ok(level)
+        Ok(Some(PathBuf::from(path)))
     }
 }
 

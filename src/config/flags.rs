@@ -70,7 +70,9 @@ flags! {
         /// Generate a localhost certificate at start (development only).
         #[arg(long)]
         pub self_signed: bool,
-        /// Log filter, such as info or linkpush=debug.
+        /// Diagnostic log filter, such as info or linkpush=debug,info. Wins
+        /// over log.level, which wins over RUST_LOG. The access log is
+        /// controlled by log.access_log only.
         #[arg(long, value_name = "LEVEL")]
         pub log_level: Option<String> => log.level,
         /// Log format: text or json.

@@ -7,12 +7,13 @@
 //! its line in proxy.toml (a test fails until both are there).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::check::{
-    as_is, cookie_name, count, duration, each, header_name, log_format, log_level,
+    as_is, cookie_name, count, duration, each, header_name, log_format, log_level, log_path,
     positive_duration, preload_mode, route_pattern, server_name, size, some_socket_addr, Checker,
     Loose, GIB, MIB, MIN_HEADER_BUFFER,
 };
@@ -106,15 +107,22 @@ sections! {
 
     /// What is logged, and how.
     [log] LogConfig, RawLog {
-        /// A tracing EnvFilter directive such as `info` or `linkpush=debug`.
-        level: String = "info".to_owned(),
+        /// The diagnostic log's filter, a tracing EnvFilter directive such
+        /// as `info` or `linkpush=debug,info`. `None` when neither the file
+        /// nor `--log-level` sets it: then `RUST_LOG` applies, else `info`
+        /// (see `logging`). It never affects the access log.
+        level: Option<String> = None,
             from String, check log_level;
         /// Text for people, JSON for log collectors.
         format: LogFormat = LogFormat::Text,
             from String, check log_format;
-        /// One log line per request.
+        /// One access-log line per request.
         access_log: bool = true,
             from bool, check as_is;
+        /// The file access-log lines are appended to; standard output when
+        /// `None`. Relative to the config file's directory.
+        access_log_path: Option<PathBuf> = None,
+            from String, check log_path;
     }
 
     /// The Prometheus endpoint.

@@ -252,7 +252,9 @@ fn build(mut raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Co
     let timeouts = raw.timeouts.check(&mut check);
     let limits = raw.limits.check(&mut check);
     let forwarding = raw.forwarding.check(&mut check);
-    let log = raw.log.check(&mut check);
+    let mut log = raw.log.check(&mut check);
+    // Like `tls.cert`: relative to the file, as given when there is none.
+    log.access_log_path = log.access_log_path.map(|path| base_dir.join(path));
     let metrics = raw.metrics.check(&mut check);
     check.metrics_clash(&metrics, &listeners);
     let push = raw.push.check(&mut check);

@@ -91,7 +91,8 @@ fn empty_file_with_flags_gives_every_default() {
     assert_eq!(l.max_request_body_bytes, 1 << 30);
     assert!(!config.forwarding.trust_incoming);
     assert!(config.forwarding.via);
-    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.level, None);
+    assert_eq!(config.log.access_log_path, None);
     assert_eq!(config.log.format, LogFormat::Text);
     assert!(config.log.access_log);
     assert_eq!(config.metrics.listen, None);
@@ -176,6 +177,7 @@ fn full_file_sets_every_key() {
         level = "linkpush=debug,info"
         format = "json"
         access_log = false
+        access_log_path = "logs/access.log"
 
         [metrics]
         listen = "127.0.0.1:9090"
@@ -231,9 +233,13 @@ fn full_file_sets_every_key() {
     assert_eq!(l.max_request_body_bytes, 100_000_000);
     assert!(config.forwarding.trust_incoming);
     assert!(!config.forwarding.via);
-    assert_eq!(config.log.level, "linkpush=debug,info");
+    assert_eq!(config.log.level.as_deref(), Some("linkpush=debug,info"));
     assert_eq!(config.log.format, LogFormat::Json);
     assert!(!config.log.access_log);
+    assert_eq!(
+        config.log.access_log_path,
+        Some(dir.path().join("logs/access.log"))
+    );
     assert_eq!(
         config.metrics.listen,
         Some("127.0.0.1:9090".parse().expect("address"))
@@ -345,6 +351,9 @@ fn each_bad_value_is_explained() {
         ("[limits]\nmax_request_body_size = \"99999999TiB\"", "limits.max_request_body_size", "is too large"),
         ("[log]\nlevel = \"\"", "log.level", "must not be empty"),
         ("[log]\nlevel = \"info debug\"", "log.level", "contains whitespace"),
+        ("[log]\nlevel = \"infox\"", "log.level", "\"infox\" is not a level"),
+        ("[log]\nlevel = \"linkpush=loud\"", "log.level", "is not a tracing filter"),
+        ("[log]\naccess_log_path = \"\"", "log.access_log_path", "must not be empty"),
         ("[log]\nformat = \"pretty\"", "log.format", "\"pretty\" is not a log format; expected \"text\" or \"json\""),
         ("[metrics]\nlisten = \"9090\"", "metrics.listen", "is not a socket address"),
         (
@@ -668,7 +677,7 @@ fn flags_win_over_the_file() {
         config.origin.addr,
         OriginAddr::Unix(PathBuf::from("/run/app.sock"))
     );
-    assert_eq!(config.log.level, "debug");
+    assert_eq!(config.log.level.as_deref(), Some("debug"));
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(
         config.metrics.listen,

@@ -1786,4 +1786,5 @@ pub mod wire {
         }
     }
 }
+pub mod binary;
 pub mod push_wire;
