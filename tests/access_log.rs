@@ -236,7 +236,7 @@ async fn text_line_escapes_what_a_client_sent() {
 }
 
 #[tokio::test]
-async fn access_log_file_is_reopened_on_sigusr1_after_rotation() {
+async fn access_log_file_is_reopened_on_sigusr1_and_sighup_after_rotation() {
     bounded(async {
         let origin = origin_with_a_push().await;
         let process = Process::start(
@@ -274,6 +274,25 @@ async fn access_log_file_is_reopened_on_sigusr1_after_rotation() {
         assert!(old.contains("/?before"), "{old}");
         let new = read_lossy(&log);
         assert_eq!(new.lines().count(), 1, "{new}");
+
+        // A reload (SIGHUP) opens the file afresh too.
+        let second = process.path("access.log.2");
+        std::fs::rename(&log, &second).unwrap();
+        process.signal("HUP");
+        wait_for_line(
+            "reloaded",
+            || process.stdout(),
+            |l| l.contains("configuration reloaded"),
+        )
+        .await;
+        get_plain(&process, "/?third").await;
+        wait_for_line("access", || read_lossy(&log), |l| l.contains("/?third")).await;
+        let moved = read_lossy(&second);
+        assert!(
+            moved.contains("/?after") && !moved.contains("/?third"),
+            "{moved}"
+        );
+        assert_eq!(read_lossy(&log).lines().count(), 1);
         // Nothing went to standard output.
         assert!(
             !process.stdout().contains("/?before"),
