@@ -100,19 +100,10 @@ pub fn serve(
     let metrics = Arc::new(Metrics::default());
     let global = Global::new(config.clone(), workers, metrics.clone(), None)?;
     let mut sockets = HashMap::with_capacity(listeners.len());
-    let mut shared = Vec::with_capacity(listeners.len());
     for (listener, configured) in listeners.into_iter().zip(&config.listeners) {
-        let address = listener.tcp.local_addr()?;
-        let scheme = if listener.tls { "https" } else { "http" };
-        tracing::info!(%address, workers, "listening on {scheme}://{address}");
-        let socket = Arc::new(listener.tcp.into_std()?);
-        sockets.insert(configured.address, socket.clone());
-        shared.push(SharedListener {
-            configured: configured.address,
-            tls: listener.tls,
-            socket,
-        });
+        sockets.insert(configured.address, share(listener.tcp, listener.tls)?);
     }
+    let shared = shared_listeners(&config, &sockets);
     server::check_certificate(&global, &shared)?;
     let generation = Arc::new(Generation {
         number: 1,
@@ -293,7 +284,6 @@ impl Process {
             Some(&self.current.global),
         )?;
         let mut sockets = HashMap::with_capacity(config.listeners.len());
-        let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let socket = match self.sockets.get(&listener.address) {
                 Some(socket) => socket.clone(),
@@ -301,19 +291,12 @@ impl Process {
                     let tcp = TcpListener::bind(listener.address)
                         .await
                         .with_context(|| format!("cannot listen on {}", listener.address))?;
-                    let address = tcp.local_addr()?;
-                    let scheme = if listener.tls { "https" } else { "http" };
-                    tracing::info!(%address, "listening on {scheme}://{address}");
-                    Arc::new(tcp.into_std()?)
+                    share(tcp, listener.tls)?
                 }
             };
-            sockets.insert(listener.address, socket.clone());
-            listeners.push(SharedListener {
-                configured: listener.address,
-                tls: listener.tls,
-                socket,
-            });
+            sockets.insert(listener.address, socket);
         }
+        let listeners = shared_listeners(&config, &sockets);
         server::check_certificate(&global, &listeners)?;
         // Opens the new access log file (or the same one afresh, after a
         // rotation); on failure the old sink stays.
@@ -364,6 +347,33 @@ impl Process {
         }
         Ok(())
     }
+}
+
+/// Announce a listener that starts accepting, and keep its socket to
+/// share with the workers.
+fn share(tcp: TcpListener, tls: bool) -> anyhow::Result<Arc<std::net::TcpListener>> {
+    let address = tcp.local_addr()?;
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(%address, "listening on {scheme}://{address}");
+    Ok(Arc::new(tcp.into_std()?))
+}
+
+/// The listeners of `config`, on the sockets bound for them.
+fn shared_listeners(
+    config: &Config,
+    sockets: &HashMap<SocketAddr, Arc<std::net::TcpListener>>,
+) -> Vec<SharedListener> {
+    config
+        .listeners
+        .iter()
+        .filter_map(|listener| {
+            Some(SharedListener {
+                configured: listener.address,
+                tls: listener.tls,
+                socket: sockets.get(&listener.address)?.clone(),
+            })
+        })
+        .collect()
 }
 
 /// What `tls.watch` compares: for each certificate file, its identity,
