@@ -595,6 +595,19 @@ async fn plain_get(addr: SocketAddr, path: &str) -> Option<String> {
     Some(body)
 }
 
+/// GET from an endpoint that may not listen yet (the metrics endpoint
+/// starts just after the proxy's listeners).
+async fn plain_get_soon(addr: SocketAddr, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(answer) = plain_get(addr, path).await {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "nothing answers at {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of one sample line of the exposition, by its whole name.
 fn sample(metrics: &str, name: &str) -> f64 {
     metrics
@@ -625,7 +638,7 @@ async fn reloads_are_counted_counters_survive_them_and_the_metrics_endpoint_move
     let served = r#"linkpush_requests_total{protocol="HTTP/2",class="2xx"}"#;
     let ok = r#"linkpush_config_reloads_total{result="ok"}"#;
     let error = r#"linkpush_config_reloads_total{result="error"}"#;
-    let before = plain_get(first_metrics, "/metrics").await.expect("metrics");
+    let before = plain_get_soon(first_metrics, "/metrics").await;
     assert_eq!(sample(&before, served), 3.0);
     assert_eq!(sample(&before, ok), 0.0);
 
@@ -677,7 +690,7 @@ async fn readiness_turns_to_503_while_sigterm_drains_requests_in_flight() {
         addr,
     )
     .await;
-    let ready = plain_get(metrics, "/readyz").await.expect("readyz");
+    let ready = plain_get_soon(metrics, "/readyz").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let (mut client, _) = h2_client(addr, &[&pem]).await;
     let slow = tokio::spawn(async move { client.get("/slow").await });
