@@ -30,6 +30,9 @@ pub struct Record {
     pub pushes: Vec<String>,
     /// Why the exchange did not complete normally, if it did not.
     pub error: Option<Cow<'static, str>>,
+    /// For a switch of protocols: the bytes the tunnel carried, client to
+    /// origin and origin to client.
+    pub upgraded: Option<(u64, u64)>,
 }
 
 impl Record {
@@ -46,6 +49,7 @@ impl Record {
             pushed: false,
             pushes: Vec::new(),
             error: None,
+            upgraded: None,
         }
     }
 
@@ -62,6 +66,7 @@ impl Record {
             pushed: true,
             pushes: Vec::new(),
             error: None,
+            upgraded: None,
         }
     }
 
@@ -107,6 +112,10 @@ impl Record {
             pushed = self.pushed,
             pushes = %self.pushes.join(" "),
             error = self.error.as_deref().unwrap_or(""),
+            upgraded = self
+                .upgraded
+                .map(|(up, down)| format!("{up}/{down}"))
+                .unwrap_or_default(),
             "request"
         );
     }
