@@ -305,7 +305,10 @@ impl Process {
 /// size and modification time (following symbolic links, as certbot's
 /// `live/` directory uses them).
 #[derive(PartialEq, Eq, Debug)]
-struct Fingerprint(Vec<Option<(u64, u64, u64, i64, i64)>>);
+struct Fingerprint(Vec<Option<FileStamp>>);
+
+/// Device, inode, size, and modification time (seconds, nanoseconds).
+type FileStamp = (u64, u64, u64, i64, i64);
 
 impl Fingerprint {
     fn of(config: &Config) -> Fingerprint {

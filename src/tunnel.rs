@@ -313,7 +313,12 @@ mod tests {
     fn http1_upgrade_answers() {
         let asked = Upgrade::Http1(HeaderValue::from_static("websocket, foo/2"));
         let handshake = Handshake::start(&asked, &mut HeaderMap::new()).expect("handshake");
-        let cases: [(u16, &[(&str, &str)], Result<bool, ()>); 6] = [
+        type Case = (
+            u16,
+            &'static [(&'static str, &'static str)],
+            Result<bool, ()>,
+        );
+        let cases: [Case; 6] = [
             (200, &[], Ok(false)),
             (426, &[("upgrade", "websocket")], Ok(false)),
             (101, &[("upgrade", "WebSocket")], Ok(true)),

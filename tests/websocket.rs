@@ -50,6 +50,8 @@ impl WsOrigin {
             while let Ok((tcp, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
+                    // The error type is tungstenite's callback signature.
+                    #[allow(clippy::result_large_err)]
                     let keep = |request: &WsRequest, mut response: WsResponse| {
                         seen.lock().unwrap().push(request.headers().clone());
                         // Agree to the subprotocol the client offered.
