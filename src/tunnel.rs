@@ -305,7 +305,7 @@ mod tests {
         // RFC 6455 §1.3.
         assert_eq!(
             websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzwxhEeOo=="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
@@ -370,7 +370,7 @@ mod tests {
             101,
             &[
                 ("upgrade", "websocket"),
-                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzwxhEeOo=="),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             ],
         );
         assert!(handshake.accepted(&mut wrong).is_err());

@@ -652,7 +652,7 @@ async fn a_101_the_client_did_not_ask_for_gets_502() {
     bounded(async {
         // Switches to h2c, or answers a key that is not the proxy's.
         let origin = BytesOrigin::start(
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzwxhEeOo==\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
         )
         .await;
         let proxy = TestProxy::start(&origin.url(), "").await;
@@ -662,7 +662,7 @@ async fn a_101_the_client_did_not_ask_for_gets_502() {
         assert!(reply.expect("502").starts_with("HTTP/1.1 502"));
 
         let origin = BytesOrigin::start(
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzwxhEeOo==\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
         )
         .await;
         let proxy = TestProxy::start(&origin.url(), "").await;
