@@ -10,7 +10,10 @@
 //! 4. **informational**: each 103 the origin sends while it works, promised
 //!    or hinted at once, never twice.
 //! 5. **clean**: the response head, made fit for the client
-//!    ([`http_rules::clean_response`]).
+//!    ([`http_rules::clean_response`]). A request that asked to switch
+//!    protocols and got a 101 for it leaves the phases here: its head goes
+//!    out and the frontend hands both sides to [`tunnel::run`]; any other
+//!    answer to it is an ordinary response.
 //! 6. **learn**: the learned-hints store takes the final head.
 //! 7. **decide**: the push plan for the final `Link` field; promises go
 //!    out and the field is rewritten for this client ([`push::decide`]).
@@ -47,6 +50,7 @@ use crate::policy::hints;
 use crate::policy::push::{self, ClientPush, Diary, Plan, ResponseState};
 use crate::request_body::{RequestBody, Upload};
 use crate::runtime::Worker;
+use crate::tunnel::{self, Handshake, OriginSide};
 
 /// Most 103 responses from the origin acted upon per request; beyond this
 /// an origin's 103s are ignored, so a flood of them costs nothing.
@@ -133,6 +137,9 @@ pub struct Reply {
     pub head: http::response::Parts,
     pub body: ReplyBody,
     pub record: Record,
+    /// The origin's side of a switch of protocols, for the frontend to
+    /// splice with the client's once the head is out.
+    pub tunnel: Option<OriginSide>,
 }
 
 /// A response body: the origin's, or one the proxy wrote.
@@ -230,11 +237,20 @@ where
         );
         (body.boxed_unsync(), Some(upload))
     };
-    let request =
+    let mut request =
         match http_rules::origin_request(&parts, &target, body, body_is_empty, ctx, config) {
             Ok(request) => request,
             Err(error) => return Some(reject(worker, error, record)),
         };
+    let handshake = target
+        .upgrade
+        .as_ref()
+        .map(|upgrade| Handshake::start(upgrade, request.headers_mut()))
+        .transpose();
+    let handshake = match handshake {
+        Ok(handshake) => handshake,
+        Err(error) => return Some(reject(worker, error, record)),
+    };
     let Some((result, origin_time)) =
         forward(worker, ctx, request, upload.as_ref(), &mut links, client).await
     else {
@@ -252,10 +268,16 @@ where
     // 5. clean
     let response = result.and_then(|response| {
         let (mut head, body) = response.into_parts();
-        http_rules::clean_response(&mut head)?;
-        Ok((head, body))
+        let switched = match &handshake {
+            Some(handshake) => handshake.accepted(&mut head)?,
+            None => false,
+        };
+        if !switched {
+            http_rules::clean_response(&mut head)?;
+        }
+        Ok((head, body, switched))
     });
-    let (mut head, body) = match response {
+    let (mut head, body, switched) = match response {
         Ok(response) => response,
         Err(error) => {
             // A body the client spoilt fails the origin call too; the
@@ -273,6 +295,17 @@ where
             return Some(reject(worker, error, record));
         }
     };
+    if switched {
+        record.status = head.status.as_u16();
+        record.pushes = links.pushed;
+        let tunnel = tunnel::OriginSide::new(&mut head, body);
+        return Some(Reply {
+            head,
+            body: ReplyBody::Full(None),
+            record,
+            tunnel: Some(tunnel),
+        });
+    }
     record_validator(worker, &target, &head);
 
     // 6. learn, from the origin's own Link field before it is rewritten.
@@ -297,6 +330,7 @@ where
         head,
         body: ReplyBody::Origin(body),
         record,
+        tunnel: None,
     })
 }
 
@@ -323,6 +357,7 @@ fn reject(worker: &Worker, error: ProxyError, mut record: Record) -> Reply {
         head,
         body: ReplyBody::Full(body),
         record,
+        tunnel: None,
     }
 }
 
@@ -709,6 +744,7 @@ pub async fn fetch_push(
         authority: promise.authority.clone(),
         path_and_query: promise.path.clone(),
         content_length: None,
+        upgrade: None,
     };
     let mut parts = Request::new(()).into_parts().0;
     parts.headers = promise.headers.clone();

@@ -28,6 +28,25 @@ pub struct Target {
     pub path_and_query: PathAndQuery,
     /// The declared body length, when there is one.
     pub content_length: Option<u64>,
+    /// The protocol switch the client asked for, when the origin may be
+    /// asked for it too.
+    pub upgrade: Option<Upgrade>,
+}
+
+/// A protocol switch passed on to the origin. Only a `GET` without a body
+/// may ask for one: a body sent before the switch is where a request could
+/// hide in a tunnel, and WebSocket (RFC 6455 §4.1), the one upgrade in use,
+/// is a `GET`. Other upgrade requests are forwarded as plain requests, with
+/// `Upgrade` stripped as the hop-by-hop field it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upgrade {
+    /// HTTP/1.1 `Connection: upgrade` with these `Upgrade` protocols, as
+    /// the client named them, less `h2c` (a switch of the hop itself,
+    /// which the proxy speaks on its own behalf or not at all).
+    Http1(HeaderValue),
+    /// An HTTP/2 extended CONNECT with `:protocol websocket` (RFC 8441): a
+    /// WebSocket handshake toward the origin, a tunnel on the stream.
+    Websocket,
 }
 
 /// Methods forwarded to the origin. CONNECT and TRACE are refused: this is
@@ -77,7 +96,14 @@ pub fn validate(
     ctx: &ConnContext,
     config: &Config,
 ) -> Result<Target, ProxyError> {
-    let method = &parts.method;
+    let extended = extended_connect(parts, ctx)?;
+    // An extended CONNECT reaches the origin as the GET of a handshake.
+    let get = Method::GET;
+    let method = if extended.is_some() {
+        &get
+    } else {
+        &parts.method
+    };
     if !FORWARDED_METHODS.contains(method) {
         return Err(ProxyError::MethodNotImplemented(method.to_string()));
     }
@@ -132,12 +158,88 @@ pub fn validate(
             });
         }
     }
+    let upgrade = match extended {
+        Some(upgrade) => Some(upgrade),
+        None if ctx.protocol == Protocol::Http1 => http1_upgrade(parts, content_length),
+        None => None,
+    };
     Ok(Target {
         method: method.clone(),
         authority,
         path_and_query,
         content_length,
+        upgrade,
     })
+}
+
+/// An HTTP/2 extended CONNECT (RFC 8441), which becomes a WebSocket
+/// handshake: `Some` for `:protocol websocket`, a 501 for any other
+/// protocol, `None` for every other request.
+fn extended_connect(
+    parts: &http::request::Parts,
+    ctx: &ConnContext,
+) -> Result<Option<Upgrade>, ProxyError> {
+    if ctx.protocol != Protocol::Http2 || parts.method != Method::CONNECT {
+        return Ok(None);
+    }
+    let Some(protocol) = parts.extensions.get::<h2::ext::Protocol>() else {
+        return Ok(None);
+    };
+    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+        return Err(ProxyError::MethodNotImplemented(format!(
+            "CONNECT with :protocol {}",
+            protocol.as_str()
+        )));
+    }
+    // RFC 8441 §4: :scheme and :path are required, unlike in a CONNECT.
+    if parts.uri.scheme().is_none() || parts.uri.path_and_query().is_none() {
+        return Err(ProxyError::BadRequest(
+            "extended CONNECT without :scheme or :path",
+        ));
+    }
+    Ok(Some(Upgrade::Websocket))
+}
+
+/// The protocols an HTTP/1.1 request may switch to at the origin: a `GET`
+/// with no body, `upgrade` in its `Connection` field and an `Upgrade`
+/// field naming something other than `h2c`.
+fn http1_upgrade(parts: &http::request::Parts, content_length: Option<u64>) -> Option<Upgrade> {
+    if parts.method != Method::GET
+        || parts.version != Version::HTTP_11
+        || content_length.is_some_and(|length| length > 0)
+        || parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || !has_token(&parts.headers, &header::CONNECTION, "upgrade")
+    {
+        return None;
+    }
+    let protocols: Vec<&str> = parts
+        .headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|protocol| {
+            let name = protocol.split('/').next().unwrap_or("");
+            !protocol.is_empty() && !name.eq_ignore_ascii_case("h2c")
+        })
+        .collect();
+    if protocols.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&protocols.join(", "))
+        .ok()
+        .map(Upgrade::Http1)
+}
+
+/// Whether a comma-separated field lists `token` (case-insensitive).
+pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
 /// The authority: `:authority` (or an absolute-form target) wins over
@@ -258,6 +360,23 @@ pub fn origin_request(
         }
         None if body_is_empty && method_expects_body(&target.method) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        None => {}
+    }
+    match &target.upgrade {
+        Some(Upgrade::Http1(protocols)) => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocols.clone());
+        }
+        Some(Upgrade::Websocket) => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            // RFC 8441 §5: an HTTP/2 client sends no key; the proxy makes
+            // its own for the origin ([`crate::tunnel::Handshake`]).
+            headers.remove(header::SEC_WEBSOCKET_KEY);
+            headers
+                .entry(header::SEC_WEBSOCKET_VERSION)
+                .or_insert(HeaderValue::from_static("13"));
         }
         None => {}
     }
@@ -393,15 +512,21 @@ pub fn clean_response(parts: &mut http::response::Parts) -> Result<(), ProxyErro
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     if strip {
-        let listed = connection_listed(&parts.headers);
-        for name in HOP_BY_HOP.iter().chain(&listed) {
-            parts.headers.remove(name);
-        }
-        // Some origins (php -S) echo `Host` in responses; it means nothing
-        // there.
-        parts.headers.remove(header::HOST);
+        strip_hop_by_hop(&mut parts.headers);
     }
     Ok(())
+}
+
+/// Remove connection-specific fields, and every field `Connection` names,
+/// from a response.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed = connection_listed(headers);
+    for name in HOP_BY_HOP.iter().chain(&listed) {
+        headers.remove(name);
+    }
+    // Some origins (php -S) echo `Host` in responses; it means nothing
+    // there.
+    headers.remove(header::HOST);
 }
 
 /// The response's `Link` field values that the push policy reads. A value

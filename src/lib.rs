@@ -17,6 +17,9 @@
 //!   (validate, early hints, forward, 103s, clean, learn, decide, respond,
 //!   log). [`http_rules`] holds its pure HTTP rules, [`access_log`] its
 //!   record, [`error`] the one place errors become responses.
+//! - [`tunnel`]: an exchange that switched protocols (WebSocket, or an
+//!   HTTP/2 extended CONNECT made a WebSocket handshake): bytes spliced
+//!   both ways between the client and its own origin connection.
 //! - [`origin`]: the bounded pool of HTTP/1.1 connections toward the
 //!   origin, one per worker.
 //! - [`policy`]: pure rules, no I/O: `link` parses RFC 8288 `Link` fields,
@@ -57,6 +60,7 @@ pub mod request_body;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod tunnel;
 
 pub use config::Config;
 pub use server::{run, Listener};

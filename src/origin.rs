@@ -17,6 +17,9 @@
 //! - one client connection holds (or waits for) at most an eighth of a
 //!   worker's connections, and never fewer than four; its further requests
 //!   wait at the connection, so the pool's own queue stays short and fair;
+//! - a connection whose response is a 101 (a switch of protocols) never
+//!   goes back to the pool: its socket, and the slot it counts in, belong
+//!   to the tunnel on it until the tunnel ends ([`crate::tunnel`]);
 //! - waiting requests are served in arrival order, except that requests
 //!   from client connections that held no origin connection when they
 //!   arrived go first. So a few greedy or stalled clients can never keep
@@ -143,21 +146,21 @@ impl Address {
 
     /// Open a TCP or Unix-socket stream to the origin. Used by the pool for
     /// every new connection, and by the readiness check (which drops it).
-    pub(crate) async fn connect(&self) -> io::Result<OriginStream> {
+    pub(crate) async fn connect(&self) -> io::Result<Socket> {
         match self {
             Address::Ip(address) => {
                 let stream = TcpStream::connect(address).await?;
                 stream.set_nodelay(true)?;
-                Ok(OriginStream::Tcp(stream))
+                Ok(Socket::Tcp(stream))
             }
             Address::Name(host, port) => {
                 let stream = TcpStream::connect((host.as_str(), *port)).await?;
                 stream.set_nodelay(true)?;
-                Ok(OriginStream::Tcp(stream))
+                Ok(Socket::Tcp(stream))
             }
             Address::Unix(path) => UnixStream::connect(path)
                 .await
-                .map(OriginStream::Unix)
+                .map(Socket::Unix)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
     }
@@ -377,7 +380,8 @@ impl Pool {
                         sender: Some(sender),
                         held: Some(held),
                     };
-                    return Ok(response.map(|body| ResponseBody::new(body, lease)));
+                    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    return Ok(response.map(|body| ResponseBody::new(body, lease, switching)));
                 }
                 Ok(Err(mut error)) => match error.take_message() {
                     Some(unsent) if slot_reused => request = unsent,
@@ -510,15 +514,20 @@ impl Pool {
                 )
             })?
             .map_err(|error| ProxyError::OriginConnect(error.into()))?;
+        // The slot lives as long as the socket: in the connection's task,
+        // or, after a switch of protocols, in the tunnel that took the
+        // socket over.
+        let stream = OriginStream {
+            socket: stream,
+            _slot: slot,
+        };
         let (sender, connection) = self
             .builder
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|error| ProxyError::OriginConnect(error.into()))?;
         tokio::spawn(async move {
-            // The slot is freed when the connection ends.
-            let _slot = slot;
-            if let Err(error) = connection.await {
+            if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "origin connection ended with an error");
             }
         });
@@ -638,9 +647,18 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// An origin connection that switched protocols, held out of the pool
+/// for as long as the tunnel on it lasts. Dropping it lets the connection
+/// go; the pool slot comes free once its socket closes too.
+pub struct Hold {
+    _lease: Option<Lease>,
+}
+
 impl ResponseBody {
-    fn new(inner: Incoming, lease: Lease) -> ResponseBody {
-        let lease = if inner.is_end_stream() {
+    /// `switching`: the head is a 101, whose connection never goes back to
+    /// the pool.
+    fn new(inner: Incoming, lease: Lease, switching: bool) -> ResponseBody {
+        let lease = if inner.is_end_stream() && !switching {
             lease.finish();
             None
         } else {
@@ -685,8 +703,22 @@ impl Body for ResponseBody {
     }
 }
 
-/// A connection to the origin.
-pub(crate) enum OriginStream {
+impl ResponseBody {
+    /// The hold on the connection of a 101 response, for the tunnel that
+    /// takes the connection over.
+    pub fn into_hold(self) -> Hold {
+        Hold { _lease: self.lease }
+    }
+}
+
+/// A connection to the origin, holding its pool slot.
+struct OriginStream {
+    socket: Socket,
+    _slot: Slot,
+}
+
+/// The socket of a connection to the origin.
+pub(crate) enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -697,10 +729,7 @@ impl tokio::io::AsyncRead for OriginStream {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            OriginStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            OriginStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().socket).poll_read(cx, buf)
     }
 }
 
@@ -710,23 +739,66 @@ impl tokio::io::AsyncWrite for OriginStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+}
+
+impl tokio::io::AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            OriginStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            OriginStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            OriginStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            OriginStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            OriginStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            OriginStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -736,15 +808,15 @@ impl tokio::io::AsyncWrite for OriginStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            OriginStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            OriginStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Socket::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Socket::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            OriginStream::Tcp(s) => s.is_write_vectored(),
-            OriginStream::Unix(s) => s.is_write_vectored(),
+            Socket::Tcp(s) => s.is_write_vectored(),
+            Socket::Unix(s) => s.is_write_vectored(),
         }
     }
 }

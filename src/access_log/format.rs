@@ -35,6 +35,17 @@ pub(super) struct Entry<'a> {
     pub referer: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// Bytes a tunnel (a WebSocket, say) carried after a switch of
+    /// protocols; only on the lines of such requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
+}
+
+/// What a tunnel carried: client to origin, and origin to client.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(super) struct Tunnel {
+    pub up: u64,
+    pub down: u64,
 }
 
 /// A request id as it is printed: 16 hex digits.
@@ -115,6 +126,9 @@ pub(super) fn text(entry: &Entry<'_>, out: &mut Vec<u8>) {
         Some(error) => quoted(out, Some(error)),
         None => out.push(b'-'),
     }
+    if let Some(tunnel) = entry.tunnel {
+        let _ = write!(out, " tunnel={}/{}", tunnel.up, tunnel.down);
+    }
 }
 
 /// `"value"` escaped, or `"-"` when absent, as the combined format has it.
@@ -179,6 +193,7 @@ mod tests {
             referer: None,
             user_agent: Some("agent/1"),
             error: None,
+            tunnel: None,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct Record {
     pub pushes: Vec<String>,
     /// Why the exchange did not complete normally, if it did not.
     pub error: Option<Cow<'static, str>>,
+    /// For a switch of protocols: the bytes the tunnel carried, client to
+    /// origin and origin to client.
+    pub upgraded: Option<(u64, u64)>,
     /// The request's `User-Agent` and `Referer`, cut to [`MAX_CAPTURED`]
     /// bytes, bytes that are not UTF-8 replaced.
     pub user_agent: Option<Box<str>>,
@@ -72,6 +75,7 @@ impl Record {
             pushed: false,
             pushes: Vec::new(),
             error: None,
+            upgraded: None,
             user_agent: captured(&parts.headers, USER_AGENT),
             referer: captured(&parts.headers, REFERER),
         }
@@ -91,6 +95,7 @@ impl Record {
             pushed: true,
             pushes: Vec::new(),
             error: None,
+            upgraded: None,
             user_agent: None,
             referer: None,
         }
@@ -157,6 +162,7 @@ impl Record {
             referer: self.referer.as_deref(),
             user_agent: self.user_agent.as_deref(),
             error: self.error.as_deref(),
+            tunnel: self.upgraded.map(|(up, down)| format::Tunnel { up, down }),
         }
     }
 }

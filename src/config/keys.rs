@@ -70,6 +70,10 @@ sections! {
         /// Time for a client to complete the TLS handshake.
         tls_handshake: Duration = Duration::from_secs(10),
             from Loose, check positive_duration;
+        /// A tunnel (WebSocket or other upgrade) that carries no bytes either
+        /// way for this long is closed.
+        tunnel_idle: Duration = Duration::from_secs(300),
+            from Loose, check positive_duration;
         /// How long requests in flight may finish on shutdown. Zero is
         /// allowed: close connections at once.
         shutdown_grace: Duration = Duration::from_secs(30),

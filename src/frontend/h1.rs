@@ -1,6 +1,11 @@
 //! The HTTP/1.1 frontend, on hyper's http1 server: keep-alive, chunked
 //! request bodies, `Expect: 100-continue` and pipelining come from hyper.
 //!
+//! A request the origin answers with a 101 for an upgrade the client asked
+//! for gets that 101, then hyper hands the connection over and
+//! [`crate::tunnel`] splices it with the origin's; any other answer leaves
+//! the connection HTTP, its next bytes parsed as the next request.
+//!
 //! HTTP/1.1 clients take no pushes and (through hyper's server) no 103s,
 //! so the exchange runs with "HTTP/1.1 client" as a fact: every `rel=push`
 //! link becomes a preload.
@@ -8,15 +13,16 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::{header, HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -26,6 +32,7 @@ use crate::error::BoxError;
 use crate::exchange::{self, Client, ConnMemory, Promise, Reply, ReplyBody};
 use crate::policy::push::{ClientPush, Reason};
 use crate::runtime::Worker;
+use crate::tunnel::{self, OriginSide};
 
 /// A response body toward an HTTP/1.1 client.
 pub type H1Body = Logged<ReplyBody>;
@@ -34,6 +41,9 @@ pub type H1Body = Logged<ReplyBody>;
 struct Connection {
     ctx: Arc<ConnContext>,
     worker: Arc<Worker>,
+    /// The tunnel the connection became, if it switched protocols: the
+    /// connection is served until the tunnel ends.
+    tunnel: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Serve one HTTP/1.1 connection.
@@ -45,13 +55,32 @@ where
     let connection = Arc::new(Connection {
         ctx,
         worker: worker.clone(),
+        tunnel: Mutex::new(None),
     });
-    let service = service_fn(move |request: Request<Incoming>| {
+    let shared = connection.clone();
+    let service = service_fn(move |mut request: Request<Incoming>| {
         let connection = connection.clone();
         async move {
+            let client_upgrade = request
+                .headers()
+                .contains_key(header::UPGRADE)
+                .then(|| hyper::upgrade::on(&mut request));
             let reply =
                 exchange::serve(&connection.worker, &connection.ctx, request, &mut Http1).await;
             Ok::<_, Infallible>(match reply {
+                Some(Reply {
+                    head,
+                    record,
+                    tunnel: Some(origin),
+                    ..
+                }) => {
+                    let worker = connection.worker.clone();
+                    let task = tokio::spawn(splice(worker, client_upgrade, origin, record));
+                    if let Ok(mut tunnel) = connection.tunnel.lock() {
+                        *tunnel = Some(task);
+                    }
+                    Response::from_parts(head, Logged::empty())
+                }
                 Some(reply) => respond(reply, &connection.worker),
                 // An HTTP/1.1 client never goes away mid-exchange without
                 // taking the connection (and this future) with it.
@@ -66,7 +95,9 @@ where
         .max_buf_size((config.limits.max_request_header_bytes as usize).max(8192))
         .max_headers(config.limits.max_request_headers)
         .keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -81,6 +112,41 @@ where
             if tokio::time::timeout(grace, connection.as_mut()).await.is_err() {
                 tracing::debug!("shutdown grace period over; closing connection");
             }
+        }
+    }
+    // A tunnel ends on its own: both sides closed, idle, or shutdown's
+    // grace period over.
+    let tunnel = shared
+        .tunnel
+        .lock()
+        .ok()
+        .and_then(|mut tunnel| tunnel.take());
+    if let Some(tunnel) = tunnel {
+        let _ = tunnel.await;
+    }
+}
+
+/// Wait for hyper to hand the connection over once the 101 is out, then
+/// splice it with the origin's.
+async fn splice(
+    worker: Arc<Worker>,
+    client: Option<OnUpgrade>,
+    origin: OriginSide,
+    mut record: Record,
+) {
+    let Some(client) = client else {
+        record.fail("client connection cannot switch protocols");
+        record.finish(0, &worker.metrics, worker.access_log());
+        return;
+    };
+    match client.await {
+        Ok(io) => {
+            let (read, write) = tokio::io::split(TokioIo::new(io));
+            tunnel::run(&worker, origin, read, write, record).await;
+        }
+        Err(error) => {
+            record.fail(format!("client connection not handed over: {error}"));
+            record.finish(0, &worker.metrics, worker.access_log());
         }
     }
 }
@@ -116,7 +182,9 @@ impl Client for Http1 {
 }
 
 fn respond(reply: Reply, worker: &Arc<Worker>) -> Response<H1Body> {
-    let Reply { head, body, record } = reply;
+    let Reply {
+        head, body, record, ..
+    } = reply;
     Response::from_parts(head, Logged::new(body, record, worker.clone()))
 }
 

@@ -6,6 +6,8 @@
 //! - [`stream`]: one request stream, driven through [`crate::exchange`];
 //! - [`push`]: promised streams, fetched and sent on their own tasks;
 //! - [`body`]: flow-controlled body sending, for both;
+//! - [`tunnel`]: a stream as bytes, for an extended CONNECT (RFC 8441)
+//!   whose WebSocket handshake the origin accepted;
 //! - [`settings`]: the client's SETTINGS, read off the wire because h2 has
 //!   no getter for them.
 
@@ -13,6 +15,7 @@ mod body;
 mod push;
 mod settings;
 mod stream;
+mod tunnel;
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -123,7 +126,9 @@ where
         // connection buffers at most a few hundred KiB.
         .initial_window_size(256 * 1024)
         .initial_connection_window_size(1024 * 1024)
-        .max_send_buffer_size(128 * 1024);
+        .max_send_buffer_size(128 * 1024)
+        // RFC 8441: WebSocket over HTTP/2, by extended CONNECT.
+        .enable_connect_protocol();
     // The handshake's state is boxed: it lives a moment, and inline it would
     // make the connection's task as large as the handshake and the
     // connection together for as long as the connection stays open.

@@ -1,5 +1,7 @@
 //! One HTTP/2 request stream: the exchange's protocol verbs (103s,
-//! promises, resets), and the reply handed to [`super::body`].
+//! promises, resets), and the reply handed to [`super::body`], or, for an
+//! extended CONNECT the origin accepted, the stream handed to
+//! [`crate::tunnel`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::body::{send_body, SendError};
+use super::tunnel::{StreamRead, StreamWrite};
 use super::{push, Conn};
 use crate::exchange::{self, Client, ConnMemory, Promise, Reply};
 use crate::policy::push::{ClientPush, Reason as PushReason};
@@ -22,7 +25,16 @@ pub(super) async fn handle(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let request = request.map(H2Body);
+    // An extended CONNECT's DATA frames are the tunnel's bytes, not a body
+    // for the origin.
+    let extended = request.method() == Method::CONNECT
+        && request.extensions().get::<h2::ext::Protocol>().is_some();
+    let (request, tunnel_recv) = if extended {
+        let (parts, recv) = request.into_parts();
+        (Request::from_parts(parts, H2Body(None)), Some(recv))
+    } else {
+        (request.map(|recv| H2Body(Some(recv))), None)
+    };
     let mut client = Stream {
         conn,
         respond: &mut respond,
@@ -30,7 +42,28 @@ pub(super) async fn handle(
     let Some(reply) = exchange::serve(&conn.worker, &conn.ctx, request, &mut client).await else {
         return;
     };
-    send_reply(conn, &mut respond, reply).await;
+    match (reply.tunnel, tunnel_recv) {
+        (Some(origin), Some(recv)) => {
+            let Reply { head, record, .. } = reply;
+            let worker = &conn.worker;
+            match respond.send_response(Response::from_parts(head, ()), false) {
+                Ok(send) => {
+                    let (read, write) = (StreamRead::new(recv), StreamWrite::new(send));
+                    crate::tunnel::run(worker, origin, read, write, record).await;
+                }
+                Err(error) => {
+                    let mut record = record;
+                    tracing::debug!(%error, "could not send response head");
+                    record.fail("stream closed before the response head");
+                    record.finish(0, &worker.metrics, worker.access_log());
+                }
+            }
+        }
+        (tunnel, _) => {
+            let reply = Reply { tunnel, ..reply };
+            send_reply(conn, &mut respond, reply).await;
+        }
+    }
 }
 
 /// The exchange's view of a request stream.
@@ -103,6 +136,7 @@ async fn send_reply(conn: &Conn, respond: &mut SendResponse<Bytes>, reply: Reply
         head,
         body,
         mut record,
+        ..
     } = reply;
     let worker = &conn.worker;
     let end_stream = body.is_end_stream();
@@ -131,7 +165,7 @@ async fn send_reply(conn: &Conn, respond: &mut SendResponse<Bytes>, reply: Reply
 /// An HTTP/2 request body as an [`http_body::Body`]. Flow-control capacity
 /// is released as each chunk is handed on toward the origin, so the client
 /// can send at most one window ahead of what the origin has taken.
-struct H2Body(RecvStream);
+struct H2Body(Option<RecvStream>);
 
 impl Body for H2Body {
     type Data = Bytes;
@@ -141,19 +175,22 @@ impl Body for H2Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        match self.0.poll_data(cx) {
+        let Some(recv) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match recv.poll_data(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
             Poll::Ready(Some(Ok(data))) => {
-                let _ = self.0.flow_control().release_capacity(data.len());
+                let _ = recv.flow_control().release_capacity(data.len());
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.0.as_ref().is_none_or(RecvStream::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
