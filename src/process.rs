@@ -80,6 +80,7 @@ pub fn serve(
         shared.push(SharedListener {
             configured: configured.address,
             tls: listener.tls,
+            proxy_protocol: listener.proxy_protocol,
             socket,
         });
     }
@@ -250,6 +251,7 @@ impl Process {
             listeners.push(SharedListener {
                 configured: listener.address,
                 tls: listener.tls,
+                proxy_protocol: listener.proxy_protocol.clone(),
                 socket,
             });
         }
@@ -305,7 +307,11 @@ impl Process {
 /// size and modification time (following symbolic links, as certbot's
 /// `live/` directory uses them).
 #[derive(PartialEq, Eq, Debug)]
-struct Fingerprint(Vec<Option<(u64, u64, u64, i64, i64)>>);
+struct Fingerprint(Vec<Option<FileStamp>>);
+
+/// A file's device, inode, length, and modification time (seconds and
+/// nanoseconds).
+type FileStamp = (u64, u64, u64, i64, i64);
 
 impl Fingerprint {
     fn of(config: &Config) -> Fingerprint {
