@@ -369,7 +369,11 @@ preload = "push"
                 ready_tx
                     .send((addr, Handle::current()))
                     .expect("main thread gone");
-                let listeners = vec![Listener { tcp, tls: true }];
+                let listeners = vec![Listener {
+                    tcp,
+                    tls: true,
+                    proxy_protocol: None,
+                }];
                 if let Err(error) = run(Arc::new(config), listeners, async move {
                     let _ = stopped.await;
                 })

@@ -8,8 +8,9 @@
 //! - [`config`]: `proxy.toml` and command-line flags -> a validated [`Config`].
 //! - [`runtime`]: the state shared by a process's workers, and each
 //!   worker's own (its origin pool).
-//! - [`server`]: listeners, the accept loop, the TLS handshake ([`tls`]),
-//!   ALPN dispatch, connection limits and graceful shutdown.
+//! - [`server`]: listeners, the accept loop, the PROXY protocol header
+//!   of a load balancer in front ([`proxy_protocol`]), the TLS handshake
+//!   ([`tls`]), ALPN dispatch, connection limits and graceful shutdown.
 //! - [`frontend`]: the client-facing protocols, protocol mechanics only.
 //!   `h2` speaks HTTP/2 through the `h2` crate directly, because only it can
 //!   send PUSH_PROMISE and 103s; `h1` speaks HTTP/1.1 through hyper.
@@ -56,6 +57,7 @@ pub mod metrics;
 pub mod origin;
 pub mod policy;
 pub mod process;
+pub mod proxy_protocol;
 pub mod request_body;
 pub mod runtime;
 pub mod server;

@@ -27,12 +27,41 @@ const ORIGIN_BUCKETS: [f64; 14] = [
 const PROTOCOLS: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Why a connection on a PROXY protocol listener was closed unserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRejection {
+    /// It came from a source not in `proxy_protocol_from`.
+    Untrusted,
+    /// It did not start with a valid PROXY header.
+    Invalid,
+    /// Its PROXY header did not arrive within `client_header_read`.
+    Timeout,
+}
+
+impl ProxyRejection {
+    const ALL: [ProxyRejection; 3] = [
+        ProxyRejection::Untrusted,
+        ProxyRejection::Invalid,
+        ProxyRejection::Timeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ProxyRejection::Untrusted => "untrusted",
+            ProxyRejection::Invalid => "invalid",
+            ProxyRejection::Timeout => "timeout",
+        }
+    }
+}
+
 /// The proxy's counters.
 #[derive(Default)]
 pub struct Metrics {
     connections_total: AtomicU64,
     connections_open: AtomicI64,
     tls_failures: AtomicU64,
+    /// In `ProxyRejection::ALL` order.
+    proxy_rejections: [AtomicU64; ProxyRejection::ALL.len()],
     /// [protocol][status class]
     requests: [[AtomicU64; 5]; 2],
     response_bytes: AtomicU64,
@@ -104,6 +133,10 @@ impl Metrics {
 
     pub fn tls_failure(&self) {
         inc(&self.tls_failures);
+    }
+
+    pub fn proxy_protocol_rejected(&self, why: ProxyRejection) {
+        inc(&self.proxy_rejections[why as usize]);
     }
 
     /// A finished request: its status, body bytes sent, and duration.
@@ -235,6 +268,19 @@ impl Metrics {
             "",
             get(&self.tls_failures),
         );
+        out.family(
+            "linkpush_proxy_protocol_rejections_total",
+            "counter",
+            "Connections on PROXY protocol listeners closed unserved, by reason.",
+        );
+        for (why, value) in ProxyRejection::ALL.iter().zip(&self.proxy_rejections) {
+            let labels = format!("reason=\"{}\"", why.label());
+            out.sample(
+                "linkpush_proxy_protocol_rejections_total",
+                &labels,
+                get(value),
+            );
+        }
         out.family(
             "linkpush_requests_total",
             "counter",

@@ -370,6 +370,7 @@ fn shared_listeners(
             Some(SharedListener {
                 configured: listener.address,
                 tls: listener.tls,
+                proxy_protocol: listener.proxy_protocol.clone(),
                 socket: sockets.get(&listener.address)?.clone(),
             })
         })

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, TrustedProxies};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
@@ -126,7 +126,17 @@ pub struct SharedListener {
     pub configured: SocketAddr,
     /// TLS (ALPN h2 / http/1.1), or cleartext HTTP/1.1 plus h2c prior knowledge.
     pub tls: bool,
+    /// The sources whose connections start with a PROXY protocol header.
+    pub proxy_protocol: Option<TrustedProxies>,
     pub socket: Arc<std::net::TcpListener>,
+}
+
+impl SharedListener {
+    /// Whether connections are served the same way on both: the address
+    /// aside, every setting of the listener.
+    pub fn same_settings(&self, other: &SharedListener) -> bool {
+        self.tls == other.tls && self.proxy_protocol == other.proxy_protocol
+    }
 }
 
 /// What the connections of one worker share.

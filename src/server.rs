@@ -20,10 +20,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::admin::Health;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig, TrustedProxies};
 use crate::conn::{ConnContext, Protocol};
 use crate::frontend::{self, WriteDeadline};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProxyRejection};
+use crate::proxy_protocol::{self, Header, ReadError};
 use crate::runtime::Worker;
 pub use crate::runtime::{Generation, Global, ServerError, SharedListener};
 use crate::tls;
@@ -33,9 +34,21 @@ pub struct Listener {
     pub tcp: TcpListener,
     /// TLS (ALPN h2 / http/1.1), or cleartext HTTP/1.1 plus h2c prior knowledge.
     pub tls: bool,
+    /// The sources that must, and alone may, start their connections with
+    /// a PROXY protocol header; `None`: no PROXY protocol.
+    pub proxy_protocol: Option<TrustedProxies>,
 }
 
 impl Listener {
+    /// Serve `tcp` as `config` says (its address aside: `tcp` is bound).
+    pub fn new(tcp: TcpListener, config: &ListenerConfig) -> Listener {
+        Listener {
+            tcp,
+            tls: config.tls,
+            proxy_protocol: config.proxy_protocol.clone(),
+        }
+    }
+
     /// Bind every listener of the config.
     pub async fn bind_all(config: &Config) -> io::Result<Vec<Listener>> {
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -46,10 +59,7 @@ impl Listener {
                     format!("cannot listen on {}: {error}", listener.address),
                 )
             })?;
-            listeners.push(Listener {
-                tcp,
-                tls: listener.tls,
-            });
+            listeners.push(Listener::new(tcp, listener));
         }
         Ok(listeners)
     }
@@ -72,6 +82,7 @@ pub async fn run(
         shared.push(SharedListener {
             configured: socket.local_addr().map_err(ServerError::Listen)?,
             tls: listener.tls,
+            proxy_protocol: listener.proxy_protocol,
             socket: Arc::new(socket),
         });
     }
@@ -141,14 +152,15 @@ pub async fn run_worker(
     let first = Arc::new(Worker::new(&generation.global, shutdown.clone())?);
     let (current, _) = watch::channel(first);
     let tracker = TaskTracker::new();
-    // Accept loops by configured address: (tls, stop).
-    let mut running: HashMap<SocketAddr, (bool, CancellationToken)> = HashMap::new();
+    // Accept loops by configured address: the listener they serve, and
+    // how to stop them. A listener whose settings change gets a new loop.
+    let mut running: HashMap<SocketAddr, (SharedListener, CancellationToken)> = HashMap::new();
     loop {
-        running.retain(|address, (tls, stop)| {
+        running.retain(|address, (serving, stop)| {
             let kept = generation
                 .listeners
                 .iter()
-                .any(|l| l.configured == *address && l.tls == *tls);
+                .any(|l| l.configured == *address && l.same_settings(serving));
             if !kept {
                 stop.cancel();
             }
@@ -164,11 +176,12 @@ pub async fn run_worker(
                 .and_then(TcpListener::from_std)
                 .map_err(ServerError::Listen)?;
             let stop = shutdown.child_token();
-            running.insert(listener.configured, (listener.tls, stop.clone()));
+            running.insert(listener.configured, (listener.clone(), stop.clone()));
             tracker.spawn(accept_loop(
                 Listener {
                     tcp,
                     tls: listener.tls,
+                    proxy_protocol: listener.proxy_protocol.clone(),
                 },
                 current.subscribe(),
                 stop,
@@ -251,17 +264,35 @@ async fn accept_loop(
         let local = local.unwrap_or(peer);
         // The newest configuration, even if it came while accepting.
         let worker = current.borrow_and_update().clone();
+        let proxied = match &listener.proxy_protocol {
+            None => false,
+            Some(trusted) if trusted.contains(peer.ip()) => true,
+            Some(_) => {
+                // Its PROXY header, if it sent one, would be a claim
+                // anyone can make.
+                tracing::debug!(%peer, "closed: not a source PROXY headers are taken from");
+                worker
+                    .metrics
+                    .proxy_protocol_rejected(ProxyRejection::Untrusted);
+                continue;
+            }
+        };
         let acceptor = if listener.tls {
             worker.acceptor.clone()
         } else {
             None
         };
-        let span = tracing::debug_span!("conn", %peer);
+        let span = tracing::debug_span!("conn", %peer, client = tracing::field::Empty);
         tracker.spawn(
             async move {
                 let _permit = permit;
                 worker.metrics.connection_opened();
-                serve_connection(stream, peer, local, acceptor, &worker).await;
+                let addresses = Addresses {
+                    peer,
+                    local,
+                    proxied,
+                };
+                serve_connection(stream, addresses, acceptor, &worker).await;
                 worker.metrics.connection_closed();
             }
             .instrument(span),
@@ -269,15 +300,64 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// Where an accepted connection is from and to, as its socket says.
+struct Addresses {
     peer: SocketAddr,
     local: SocketAddr,
+    /// It comes from a trusted load balancer and starts with a PROXY
+    /// header, which has the client's addresses.
+    proxied: bool,
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    addresses: Addresses,
     acceptor: Option<TlsAcceptor>,
     worker: &Arc<Worker>,
 ) {
     let timeouts = &worker.config.timeouts;
-    let stream = WriteDeadline::new(stream, timeouts.client_write);
+    let Addresses {
+        mut peer,
+        mut local,
+        proxied,
+    } = addresses;
+    // Bytes read past the PROXY header: the start of the client's own.
+    let mut after_header = Bytes::new();
+    if proxied {
+        let read = proxy_protocol::read_header(&mut stream);
+        let rejection = match tokio::time::timeout(timeouts.client_header_read, read).await {
+            Ok(Ok((header, rest))) => {
+                if let Header::Proxied {
+                    source,
+                    destination,
+                } = header
+                {
+                    (peer, local) = (source, destination);
+                    tracing::Span::current().record("client", tracing::field::display(peer));
+                }
+                after_header = rest;
+                None
+            }
+            Ok(Err(ReadError::Empty)) => {
+                // A load balancer's TCP health check.
+                tracing::debug!("closed before a PROXY header");
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "closed: no valid PROXY header");
+                Some(ProxyRejection::Invalid)
+            }
+            Err(_) => {
+                tracing::debug!("closed: no PROXY header in time");
+                Some(ProxyRejection::Timeout)
+            }
+        };
+        if let Some(rejection) = rejection {
+            worker.metrics.proxy_protocol_rejected(rejection);
+            return;
+        }
+    }
+    let stream = WriteDeadline::new(Prefixed::new(after_header, stream), timeouts.client_write);
     match acceptor {
         Some(acceptor) => {
             let tls =

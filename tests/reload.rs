@@ -437,6 +437,61 @@ async fn listeners_come_and_go_on_reload_without_closing_the_ones_that_stay() {
 }
 
 #[tokio::test]
+async fn a_reload_turns_the_proxy_protocol_on_and_the_access_log_names_the_client() {
+    let origin = origin().await;
+    let listen = free_addr();
+    let plain = config(&[(listen, false)], &origin.url(), "");
+    let proxy = Proxy::start(&plain, &certificate(9), listen).await;
+    let mut before = TcpStream::connect(listen).await.unwrap();
+    assert!(h1_get(&mut before, "/page")
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    let behind_a_balancer = plain.replace(
+        "tls = false\n",
+        "tls = false\nproxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1/32\"]\n",
+    );
+    proxy.write("proxy.toml", &behind_a_balancer);
+    proxy.reload().await.expect("reload");
+    // The workers take the new generation up just after the reload is
+    // logged; until then a header is an HTTP/1.1 syntax error (400).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut tcp = TcpStream::connect(listen).await.unwrap();
+        tcp.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 4242 80\r\n")
+            .await
+            .unwrap();
+        let reply = h1_get(&mut tcp, "/page").await;
+        if reply.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the header is not read: {reply}");
+    }
+    let seen = origin.seen();
+    let last = seen.last().expect("a request");
+    assert_eq!(last.headers["x-forwarded-for"], "203.0.113.9");
+    // The connection from before the reload goes on as it began.
+    assert!(h1_get(&mut before, "/page")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // A new one without a header is closed unanswered.
+    let mut bare = TcpStream::connect(listen).await.unwrap();
+    bare.write_all(b"GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = bounded(bare.read_to_end(&mut reply)).await;
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    // The access log names the client, not the balancer.
+    bounded(async {
+        while proxy.count("client=203.0.113.9:4242") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tls_watch_picks_up_a_renewed_certificate_without_a_signal() {
     let origin = origin().await;
     let addr = free_addr();

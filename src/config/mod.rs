@@ -39,9 +39,10 @@ mod tests;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use check::Checker;
@@ -75,6 +76,27 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// false: cleartext HTTP/1.1 + h2c prior knowledge.
     pub tls: bool,
+    /// `Some` when the listener sits behind a load balancer that speaks the
+    /// PROXY protocol: connections from these sources must start with a
+    /// PROXY header, which gives the client's address; connections from
+    /// anywhere else are closed, so nobody can claim an address by sending
+    /// one.
+    pub proxy_protocol: Option<TrustedProxies>,
+}
+
+/// The sources whose PROXY protocol headers a listener believes
+/// (`proxy_protocol_from`). Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Whether a connection from `ip` is one of the load balancer's. An
+    /// IPv4 client of a dual-stack (`[::]`) listener shows as
+    /// `::ffff:a.b.c.d`, which counts as `a.b.c.d` here.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

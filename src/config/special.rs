@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::check::{parse_origin, socket_addr, Checker};
+use ipnet::IpNet;
+
+use super::check::{each, parse_origin, socket_addr, Checker};
 use super::{
-    ListenerConfig, MetricsConfig, OriginAddr, Overrides, TlsConfig, TlsSource, DEFAULT_LISTEN,
+    ListenerConfig, MetricsConfig, OriginAddr, Overrides, TlsConfig, TlsSource, TrustedProxies,
+    DEFAULT_LISTEN,
 };
 
 /// One `[[listen]]` table as written.
@@ -20,6 +23,8 @@ use super::{
 pub(super) struct RawListen {
     address: Option<String>,
     tls: Option<bool>,
+    proxy_protocol: Option<bool>,
+    proxy_protocol_from: Option<Vec<String>>,
 }
 
 /// `[tls]` as written.
@@ -35,7 +40,10 @@ pub(super) struct RawTls {
 /// The keys of the hand-checked tables, for the documentation tests.
 #[cfg(test)]
 pub(super) const SPECIAL_KEYS: &[(&str, &[&str])] = &[
-    ("listen", &["address", "tls"]),
+    (
+        "listen",
+        &["address", "tls", "proxy_protocol", "proxy_protocol_from"],
+    ),
     ("tls", &["cert", "key", "self_signed", "watch"]),
 ];
 
@@ -87,18 +95,23 @@ impl Checker {
             let config = ListenerConfig {
                 address: DEFAULT_LISTEN,
                 tls: true,
+                proxy_protocol: None,
             };
             let key = "the default listener".to_owned();
             return vec![Listener { key, config }];
         }
 
-        // (key, address as written, tls)
-        let mut specs: Vec<(String, String, bool)> = Vec::new();
+        // (key, address as written, tls, PROXY protocol sources)
+        let mut specs: Vec<(String, String, bool, Option<TrustedProxies>)> = Vec::new();
         if ov.listen.is_empty() {
             for (i, entry) in file.into_iter().flatten().enumerate() {
+                let proxy_protocol = self.proxy_protocol(i, &entry);
                 let key = format!("listen[{i}].address");
                 match entry.address {
-                    Some(address) => specs.push((key, address, entry.tls.unwrap_or(true))),
+                    Some(address) => {
+                        let tls = entry.tls.unwrap_or(true);
+                        specs.push((key, address, tls, proxy_protocol));
+                    }
                     None => self.problem(
                         &key,
                         "is required in every [[listen]] table; expected \"host:port\", \
@@ -110,13 +123,13 @@ impl Checker {
         let tls = ov
             .listen
             .iter()
-            .map(|a| ("--listen".to_owned(), a.clone(), true));
+            .map(|a| ("--listen".to_owned(), a.clone(), true, None));
         let plain = ov.listen_plain.iter();
-        let plain = plain.map(|a| ("--listen-plain".to_owned(), a.clone(), false));
+        let plain = plain.map(|a| ("--listen-plain".to_owned(), a.clone(), false, None));
         specs.extend(tls.chain(plain));
 
         let mut listeners: Vec<Listener> = Vec::new();
-        for (key, text, tls) in specs {
+        for (key, text, tls, proxy_protocol) in specs {
             let Some(address) = self.ok(&key, socket_addr(&text)) else {
                 continue;
             };
@@ -131,11 +144,43 @@ impl Checker {
                 }
                 None => listeners.push(Listener {
                     key,
-                    config: ListenerConfig { address, tls },
+                    config: ListenerConfig {
+                        address,
+                        tls,
+                        proxy_protocol,
+                    },
                 }),
             }
         }
         listeners
+    }
+
+    /// `listen[i].proxy_protocol` and `proxy_protocol_from`: on, it needs
+    /// the sources to trust; off, sources would be a setting that does
+    /// nothing, which is more likely a mistake than meant.
+    fn proxy_protocol(&mut self, i: usize, entry: &RawListen) -> Option<TrustedProxies> {
+        let key = format!("listen[{i}].proxy_protocol_from");
+        let written = entry.proxy_protocol_from.clone();
+        let given = written.as_ref().is_some_and(|from| !from.is_empty());
+        let from = self.parse(&key, written, each(ip_net));
+        if !entry.proxy_protocol.unwrap_or(false) {
+            if entry.proxy_protocol_from.is_some() {
+                let message = format!(
+                    "has no effect unless listen[{i}].proxy_protocol = true; set that too, \
+                     or remove this key"
+                );
+                self.problem(&key, message);
+            }
+            return None;
+        }
+        if !given {
+            let message = "is required when proxy_protocol = true: the addresses of the load \
+                           balancers that send PROXY headers, such as [\"10.0.0.0/8\"]; \
+                           connections from anywhere else are closed";
+            self.problem(&key, message);
+        }
+        // A bad entry has been reported under its own key.
+        from.filter(|from| !from.is_empty()).map(TrustedProxies)
     }
 
     pub(super) fn tls(
@@ -224,4 +269,27 @@ impl Checker {
             Err(err) => self.problem(key, format!("cannot read {}: {err}", path.display())),
         }
     }
+}
+
+/// A source range in CIDR notation, or a single address.
+fn ip_net(text: String) -> Result<IpNet, String> {
+    let net = match text.trim().parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => {
+                return Err(format!(
+                    "{text:?} is not an address range; expected CIDR notation such as \
+                     \"10.0.0.0/8\" or \"2001:db8::/32\", or a single address"
+                ))
+            }
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has bits set past its prefix length; did you mean \"{}\"?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }

@@ -65,7 +65,8 @@ fn empty_file_with_flags_gives_every_default() {
         config.listeners,
         [ListenerConfig {
             address: "127.0.0.1:8443".parse().expect("address"),
-            tls: true
+            tls: true,
+            proxy_protocol: None,
         }]
     );
     assert_eq!(config.tls.source, Some(TlsSource::SelfSigned));
@@ -203,6 +204,7 @@ fn full_file_sets_every_key() {
     let listen = |address: &str, tls| ListenerConfig {
         address: address.parse().expect("address"),
         tls,
+        proxy_protocol: None,
     };
     assert_eq!(
         config.listeners,
@@ -309,6 +311,36 @@ fn each_bad_value_is_explained() {
             "[[listen]]\naddress = \"0.0.0.0:8443\"\n[[listen]]\naddress = \"0.0.0.0:8443\"\ntls = false",
             "listen[1].address",
             "0.0.0.0:8443 is already used by listen[0].address",
+        ),
+        (
+            "[[listen]]\naddress = \"0.0.0.0:8443\"\nproxy_protocol = true",
+            "listen[0].proxy_protocol_from",
+            "is required when proxy_protocol = true",
+        ),
+        (
+            "[[listen]]\naddress = \"0.0.0.0:8443\"\nproxy_protocol = true\nproxy_protocol_from = []",
+            "listen[0].proxy_protocol_from",
+            "is required when proxy_protocol = true",
+        ),
+        (
+            "[[listen]]\naddress = \"0.0.0.0:8443\"\nproxy_protocol_from = [\"10.0.0.0/8\"]",
+            "listen[0].proxy_protocol_from",
+            "has no effect unless listen[0].proxy_protocol = true",
+        ),
+        (
+            "[[listen]]\naddress = \"0.0.0.0:8443\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+            "listen[0].proxy_protocol_from[1]",
+            "\"10.0.0.0/33\" is not an address range; expected CIDR notation",
+        ),
+        (
+            "[[listen]]\naddress = \"0.0.0.0:8443\"\nproxy_protocol = true\nproxy_protocol_from = [\"lb.internal\"]",
+            "listen[0].proxy_protocol_from[0]",
+            "\"lb.internal\" is not an address range",
+        ),
+        (
+            "[[listen]]\naddress = \"0.0.0.0:8443\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.1.2.3/8\"]",
+            "listen[0].proxy_protocol_from[0]",
+            "\"10.1.2.3/8\" has bits set past its prefix length; did you mean \"10.0.0.0/8\"?",
         ),
         (
             "[timeouts]\norigin_connect = \"five seconds\"",
@@ -705,7 +737,8 @@ fn listen_plain_alone_needs_no_certificate() {
         config.listeners,
         [ListenerConfig {
             address: "0.0.0.0:8080".parse().expect("address"),
-            tls: false
+            tls: false,
+            proxy_protocol: None,
         }]
     );
     assert_eq!(config.tls.source, None);
@@ -796,4 +829,38 @@ fn parse_errors_name_the_file() {
         "{shown}"
     );
     assert!(shown.contains("unknown field `colour`"), "{shown}");
+}
+
+#[test]
+fn proxy_protocol_listeners_keep_their_trusted_sources() {
+    let text = r#"
+        [[listen]]
+        address = "0.0.0.0:443"
+        proxy_protocol = true
+        proxy_protocol_from = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+
+        [[listen]]
+        address = "127.0.0.1:8080"
+        tls = false
+        proxy_protocol = false
+    "#;
+    let config = load_str(text, &dev_flags()).expect("valid");
+    let trusted = config.listeners[0]
+        .proxy_protocol
+        .as_ref()
+        .expect("PROXY protocol on");
+    let ip = |text: &str| text.parse::<std::net::IpAddr>().expect("an address");
+    for (source, believed) in [
+        ("10.20.30.40", true),
+        ("192.0.2.7", true),
+        ("192.0.2.8", false),
+        ("2001:db8::1", true),
+        ("2001:db9::1", false),
+        // An IPv4 client of a dual-stack listener.
+        ("::ffff:10.1.1.1", true),
+        ("127.0.0.1", false),
+    ] {
+        assert_eq!(trusted.contains(ip(source)), believed, "{source}");
+    }
+    assert_eq!(config.listeners[1].proxy_protocol, None);
 }

@@ -349,29 +349,37 @@ impl TestProxy {
     }
 
     pub async fn start_with(origin_url: &str, extra: &str, plain: bool) -> TestProxy {
+        let mut listen = "[[listen]]\naddress = \"127.0.0.1:0\"\n".to_owned();
+        if plain {
+            listen.push_str("[[listen]]\naddress = \"127.0.0.1:0\"\ntls = false\n");
+        }
+        TestProxy::start_listening(origin_url, &listen, extra).await
+    }
+
+    /// Start the proxy with the `[[listen]]` tables `listen`, each bound to
+    /// a fresh port of 127.0.0.1 whatever its address says. `addr` is the
+    /// first TLS listener, `plain_addr` the first cleartext one.
+    pub async fn start_listening(origin_url: &str, listen: &str, extra: &str) -> TestProxy {
         let cert = TestCert::new();
         let text = format!(
-            "[[listen]]\naddress = \"127.0.0.1:0\"\n{plain}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n\n[origin]\nurl = \"{origin_url}\"\n\n{extra}\n",
-            plain = if plain { "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = false\n" } else { "" },
+            "{listen}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n\n[origin]\nurl = \"{origin_url}\"\n\n{extra}\n",
             cert = cert.cert_path.display().to_string(),
             key = cert.key_path.display().to_string(),
         );
         let config = Config::from_toml_str(&text, cert.dir.path(), &Overrides::default())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-        let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tls_listener.local_addr().unwrap();
-        let mut listeners = vec![Listener {
-            tcp: tls_listener,
-            tls: true,
-        }];
-        let mut plain_addr = None;
-        if plain {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            plain_addr = Some(listener.local_addr().unwrap());
-            listeners.push(Listener {
-                tcp: listener,
-                tls: false,
-            });
+        let mut listeners = Vec::new();
+        let (mut addr, mut plain_addr) = (None, None);
+        for configured in &config.listeners {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let bound = tcp.local_addr().unwrap();
+            let first = if configured.tls {
+                &mut addr
+            } else {
+                &mut plain_addr
+            };
+            first.get_or_insert(bound);
+            listeners.push(Listener::new(tcp, configured));
         }
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
@@ -382,7 +390,7 @@ impl TestProxy {
             .expect("proxy failed");
         });
         TestProxy {
-            addr,
+            addr: addr.expect("a TLS listener"),
             plain_addr,
             cert,
             stop: Some(stop),
@@ -499,6 +507,27 @@ impl Drop for TestProxy {
             let _ = stop.send(());
         }
     }
+}
+
+/// The metrics page, over plain HTTP/1.1.
+pub async fn metrics_text(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// A port that was free a moment ago, for the metrics endpoint.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// A pushed response as the client received it.
