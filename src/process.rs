@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,10 @@ use crate::server::{self, Listener};
 
 /// How often `tls.watch` looks at the certificate and key files.
 pub const TLS_WATCH_PERIOD: Duration = Duration::from_secs(2);
+
+/// How long a reload waits for every worker to take the new generation up
+/// before it says so anyway.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the configuration comes from: the file (if any) and the flags.
 /// Reloads read the same file and apply the same flags over it.
@@ -98,6 +102,9 @@ pub fn serve(
         n => n,
     };
     let metrics = Arc::new(Metrics::default());
+    // Taken before the certificate is read: a renewal that lands while it
+    // is being read is seen at the next look.
+    let watched = Fingerprint::of(&config);
     let global = Global::new(config.clone(), workers, metrics.clone(), None)?;
     let mut sockets = HashMap::with_capacity(listeners.len());
     for (listener, configured) in listeners.into_iter().zip(&config.listeners) {
@@ -109,6 +116,7 @@ pub fn serve(
         number: 1,
         global,
         listeners: shared,
+        applied: Arc::new(Semaphore::new(0)),
     });
     let (generations, _) = watch::channel(generation.clone());
     let shutdown = CancellationToken::new();
@@ -138,6 +146,7 @@ pub fn serve(
         generations,
         admin: None,
         health: Arc::new(Health::new(&config.origin.addr)),
+        watched,
     };
     process.health.set_listening(true);
     main.block_on(async {
@@ -199,6 +208,8 @@ struct Process {
     admin: Option<(SocketAddr, CancellationToken, JoinHandle<()>)>,
     /// What `/readyz` checks.
     health: Arc<Health>,
+    /// The certificate files as they were when last read.
+    watched: Fingerprint,
 }
 
 impl Process {
@@ -210,7 +221,6 @@ impl Process {
     ) -> anyhow::Result<()> {
         let mut watch = tokio::time::interval(TLS_WATCH_PERIOD);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = Fingerprint::of(&self.current.global.config);
         loop {
             tokio::select! {
                 _ = signals.interrupt.recv() => break,
@@ -219,7 +229,6 @@ impl Process {
                 _ = signals.hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     self.reload().await;
-                    seen = Fingerprint::of(&self.current.global.config);
                 }
                 _ = signals.user1.recv() => match access_log::reopen() {
                     Ok(()) => tracing::info!("access log reopened"),
@@ -229,8 +238,9 @@ impl Process {
                 },
                 _ = watch.tick(), if self.current.global.config.tls.watch => {
                     let now = Fingerprint::of(&self.current.global.config);
-                    if now != seen {
-                        seen = now;
+                    if now != self.watched {
+                        // Once per change, even if this reload fails.
+                        self.watched = now;
                         tracing::info!("the certificate or key file changed: reloading");
                         self.reload().await;
                     }
@@ -255,7 +265,17 @@ impl Process {
                     .set_origin(generation.global.config.origin.addr.clone());
                 let number = generation.number;
                 self.current = generation.clone();
-                self.generations.send_replace(generation);
+                self.generations.send_replace(generation.clone());
+                // Reloaded means every worker gives new connections the
+                // new generation, and removed listeners are closed.
+                let workers = u32::try_from(self.workers).unwrap_or(u32::MAX);
+                let applied = generation.applied.acquire_many(workers);
+                if tokio::time::timeout(APPLY_TIMEOUT, applied).await.is_err() {
+                    tracing::warn!(
+                        generation = number,
+                        "a worker is slow to take up the new configuration"
+                    );
+                }
                 tracing::info!(
                     generation = number,
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -274,6 +294,7 @@ impl Process {
 
     async fn next_generation(&mut self) -> anyhow::Result<Arc<Generation>> {
         let config = Arc::new(self.source.load()?);
+        self.watched = Fingerprint::of(&config);
         if config.server.workers != self.current.global.config.server.workers {
             tracing::warn!("server.workers changed; the number of workers changes on restart only");
         }
@@ -312,6 +333,7 @@ impl Process {
             number: self.current.number + 1,
             global,
             listeners,
+            applied: Arc::new(Semaphore::new(0)),
         }))
     }
 

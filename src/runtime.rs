@@ -115,6 +115,9 @@ pub struct Generation {
     pub number: u64,
     pub global: Global,
     pub listeners: Vec<SharedListener>,
+    /// One permit per worker that has taken this generation up: new
+    /// connections get it, and removed listeners are closed.
+    pub applied: Arc<Semaphore>,
 }
 
 /// A listening socket the process keeps open across reloads for as long as

@@ -14,6 +14,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -110,6 +111,7 @@ pub async fn run(
         number: 1,
         global,
         listeners: shared,
+        applied: Arc::new(tokio::sync::Semaphore::new(0)),
     });
     let (_keep, generations) = watch::channel(generation);
     let worker = run_worker(generations, token.clone());
@@ -154,18 +156,26 @@ pub async fn run_worker(
     let tracker = TaskTracker::new();
     // Accept loops by configured address: the listener they serve, and
     // how to stop them. A listener whose settings change gets a new loop.
-    let mut running: HashMap<SocketAddr, (SharedListener, CancellationToken)> = HashMap::new();
+    let mut running: HashMap<SocketAddr, (SharedListener, CancellationToken, JoinHandle<()>)> =
+        HashMap::new();
     loop {
-        running.retain(|address, (serving, stop)| {
-            let kept = generation
-                .listeners
-                .iter()
-                .any(|l| l.configured == *address && l.same_settings(serving));
-            if !kept {
+        let removed: Vec<SocketAddr> = running
+            .iter()
+            .filter(|(address, (serving, ..))| {
+                !generation
+                    .listeners
+                    .iter()
+                    .any(|l| l.configured == **address && l.same_settings(serving))
+            })
+            .map(|(address, _)| *address)
+            .collect();
+        let mut stopped = Vec::with_capacity(removed.len());
+        for address in removed {
+            if let Some((_, stop, task)) = running.remove(&address) {
                 stop.cancel();
+                stopped.push(task);
             }
-            kept
-        });
+        }
         for listener in &generation.listeners {
             if running.contains_key(&listener.configured) {
                 continue;
@@ -176,18 +186,24 @@ pub async fn run_worker(
                 .and_then(TcpListener::from_std)
                 .map_err(ServerError::Listen)?;
             let stop = shutdown.child_token();
-            running.insert(listener.configured, (listener.clone(), stop.clone()));
-            tracker.spawn(accept_loop(
+            let task = tracker.spawn(accept_loop(
                 Listener {
                     tcp,
                     tls: listener.tls,
                     proxy_protocol: listener.proxy_protocol.clone(),
                 },
                 current.subscribe(),
-                stop,
+                stop.clone(),
                 tracker.clone(),
             ));
+            running.insert(listener.configured, (listener.clone(), stop, task));
         }
+        // Once the loops of removed listeners have let go of their sockets,
+        // this worker serves the generation as a whole.
+        for task in stopped {
+            let _ = task.await;
+        }
+        generation.applied.add_permits(1);
         tokio::select! {
             changed = generations.changed() => {
                 if changed.is_err() {
