@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{HeaderMap, HeaderName, REFERER, USER_AGENT};
+use http::header::{HeaderValue, REFERER, USER_AGENT};
 use http::uri::{Authority, PathAndQuery};
 use http::Method;
 
@@ -56,8 +56,8 @@ pub struct Record {
     pub upgraded: Option<(u64, u64)>,
     /// The request's `User-Agent` and `Referer`, cut to [`MAX_CAPTURED`]
     /// bytes, bytes that are not UTF-8 replaced.
-    pub user_agent: Option<Box<str>>,
-    pub referer: Option<Box<str>>,
+    pub user_agent: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
 }
 
 impl Record {
@@ -76,8 +76,9 @@ impl Record {
             pushes: Vec::new(),
             error: None,
             upgraded: None,
-            user_agent: captured(&parts.headers, USER_AGENT),
-            referer: captured(&parts.headers, REFERER),
+            // Shared, not copied: only a line that is written decodes them.
+            user_agent: parts.headers.get(USER_AGENT).cloned(),
+            referer: parts.headers.get(REFERER).cloned(),
         }
     }
 
@@ -131,8 +132,12 @@ impl Record {
             return;
         }
         let duration = self.started.elapsed();
+        let user_agent = self.user_agent.as_ref().map(captured);
+        let referer = self.referer.as_ref().map(captured);
         sink::emit(|format, out| {
-            let entry = self.entry(duration, bytes);
+            let mut entry = self.entry(duration, bytes);
+            entry.user_agent = user_agent.as_deref();
+            entry.referer = referer.as_deref();
             match format {
                 LogFormat::Json => format::json(&entry, out),
                 LogFormat::Text => format::text(&entry, out),
@@ -159,8 +164,8 @@ impl Record {
             origin_ms: self.origin_time.map(format::millis),
             pushed: self.pushed,
             pushes: &self.pushes,
-            referer: self.referer.as_deref(),
-            user_agent: self.user_agent.as_deref(),
+            referer: None,
+            user_agent: None,
             error: self.error.as_deref(),
             tunnel: self.upgraded.map(|(up, down)| format::Tunnel { up, down }),
         }
@@ -179,8 +184,7 @@ pub fn next_request_id() -> u64 {
 }
 
 /// The first [`MAX_CAPTURED`] bytes of the first `name` field, as text.
-fn captured(headers: &HeaderMap, name: HeaderName) -> Option<Box<str>> {
-    let value = headers.get(name)?.as_bytes();
-    let kept = &value[..value.len().min(MAX_CAPTURED)];
-    Some(String::from_utf8_lossy(kept).into())
+fn captured(value: &HeaderValue) -> Cow<'_, str> {
+    let value = value.as_bytes();
+    String::from_utf8_lossy(&value[..value.len().min(MAX_CAPTURED)])
 }
