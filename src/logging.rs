@@ -20,7 +20,7 @@ use std::io::{self, IsTerminal as _};
 use tracing_subscriber::EnvFilter;
 
 use crate::access_log;
-use crate::config::{Config, LogFormat};
+use crate::config::{parse_filter, Config, LogFormat};
 
 /// The filter used when nothing sets one, or `RUST_LOG` is unusable.
 pub const DEFAULT_FILTER: &str = "info";
@@ -68,42 +68,6 @@ pub fn diagnostic_filter(
             ),
         },
     }
-}
-
-/// `text` as a tracing `EnvFilter`, or what is wrong with it.
-///
-/// Stricter than `EnvFilter` itself in one way: a directive without `=`
-/// must be a level. `EnvFilter` reads any other bare word as a target to
-/// log at every level, so a misspelt level such as `infox` would turn the
-/// whole log off; the same thing is still written `target=trace`.
-pub fn parse_filter(text: &str) -> Result<EnvFilter, String> {
-    const EXPECTED: &str = "expected a level (off, error, warn, info, debug, trace) or \
-                            comma-separated directives such as \"linkpush=debug,info\"";
-    if text.trim().is_empty() {
-        return Err(format!("must not be empty; {EXPECTED}"));
-    }
-    if text.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "{text:?} contains whitespace; separate directives with commas, \
-             such as \"linkpush=debug,info\""
-        ));
-    }
-    for directive in text.split(',').filter(|d| !d.is_empty()) {
-        let bare = !directive.contains(['=', '[']);
-        if bare
-            && directive
-                .parse::<tracing::level_filters::LevelFilter>()
-                .is_err()
-        {
-            return Err(format!(
-                "{directive:?} is not a level; {EXPECTED} (to log every level of a \
-                 target, write \"{directive}=trace\")"
-            ));
-        }
-    }
-    EnvFilter::builder()
-        .parse(text)
-        .map_err(|error| format!("{text:?} is not a tracing filter ({error}); {EXPECTED}"))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
 
 use super::{LogFormat, OriginAddr, PreloadMode, Problem};
 
@@ -278,9 +279,9 @@ pub(super) fn size<T: TryFrom<u64>>(
 }
 
 /// A diagnostic log filter that tracing accepts, and that does not turn the
-/// log off by a typo (see [`crate::logging::parse_filter`]).
+/// log off by a typo (see [`parse_filter`]).
 pub(super) fn log_level(level: String) -> Result<Option<String>, String> {
-    crate::logging::parse_filter(&level).map(|_| Some(level))
+    parse_filter(&level).map(|_| Some(level))
 }
 
 /// A file to append to, named as a path.
@@ -510,4 +511,40 @@ pub(super) fn header_name(name: String) -> Result<String, String> {
         ));
     }
     Ok(name)
+}
+
+/// `text` as a tracing `EnvFilter`, or what is wrong with it.
+///
+/// Stricter than `EnvFilter` itself in one way: a directive without `=`
+/// must be a level. `EnvFilter` reads any other bare word as a target to
+/// log at every level, so a misspelt level such as `infox` would turn the
+/// whole log off; the same thing is still written `target=trace`.
+pub fn parse_filter(text: &str) -> Result<EnvFilter, String> {
+    const EXPECTED: &str = "expected a level (off, error, warn, info, debug, trace) or \
+                            comma-separated directives such as \"linkpush=debug,info\"";
+    if text.trim().is_empty() {
+        return Err(format!("must not be empty; {EXPECTED}"));
+    }
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{text:?} contains whitespace; separate directives with commas, \
+             such as \"linkpush=debug,info\""
+        ));
+    }
+    for directive in text.split(',').filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[']);
+        if bare
+            && directive
+                .parse::<tracing::level_filters::LevelFilter>()
+                .is_err()
+        {
+            return Err(format!(
+                "{directive:?} is not a level; {EXPECTED} (to log every level of a \
+                 target, write \"{directive}=trace\")"
+            ));
+        }
+    }
+    EnvFilter::builder()
+        .parse(text)
+        .map_err(|error| format!("{text:?} is not a tracing filter ({error}); {EXPECTED}"))
 }

@@ -48,6 +48,7 @@ use serde::Deserialize;
 use check::Checker;
 use special::{RawListen, RawTls};
 
+pub use check::parse_filter;
 pub use flags::Overrides;
 pub use keys::{
     Forwarding, HintSettings, Limits, LogConfig, MetricsConfig, OriginConfig, PushSettings,
