@@ -209,3 +209,52 @@ fn policy(settings: &crate::config::PushSettings) -> push::Policy {
         dry_run: settings.dry_run,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn config(extra: &str) -> Arc<Config> {
+        let text = format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = false\n\n\
+             [origin]\nurl = \"http://127.0.0.1:1\"\n\n{extra}\n"
+        );
+        let config = Config::from_toml_str(&text, std::path::Path::new("."), &Overrides::default());
+        Arc::new(config.expect("test config"))
+    }
+
+    /// A reload keeps learned hints, validators and connection slots while
+    /// their settings stay the same, and starts them afresh when they change.
+    #[test]
+    fn a_reload_hands_over_what_its_settings_leave_unchanged() {
+        let metrics = Arc::new(Metrics::default());
+        let settings = "[hints]\nlearn = true\n[push]\ncache_digest = true\n\
+                        [limits]\nmax_connections = 100\n";
+        let first = Global::new(config(settings), 1, metrics.clone(), None).unwrap();
+        let same = Global::new(config(settings), 1, metrics.clone(), Some(&first)).unwrap();
+        let (learned, validators) = (first.learned.as_ref(), first.validators.as_ref());
+        assert!(Arc::ptr_eq(
+            same.learned.as_ref().unwrap(),
+            learned.unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            same.validators.as_ref().unwrap(),
+            validators.unwrap()
+        ));
+        assert!(Arc::ptr_eq(&same.limit, &first.limit));
+
+        let changed = "[hints]\nlearn = true\nlearn_min_clients = 5\n[push]\ncache_digest = true\n\
+                       cache_digest_validator_ttl = \"2m\"\n[limits]\nmax_connections = 50\n";
+        let other = Global::new(config(changed), 1, metrics, Some(&first)).unwrap();
+        assert!(!Arc::ptr_eq(
+            other.learned.as_ref().unwrap(),
+            learned.unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            other.validators.as_ref().unwrap(),
+            validators.unwrap()
+        ));
+        assert!(!Arc::ptr_eq(&other.limit, &first.limit));
+    }
+}

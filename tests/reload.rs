@@ -434,6 +434,26 @@ async fn listeners_come_and_go_on_reload_without_closing_the_ones_that_stay() {
     assert!(h1_get(&mut new, "/page").await.starts_with("HTTP/1.1 200"));
     let refused = TcpStream::connect(removed).await;
     assert!(refused.is_err(), "the removed listener still accepts");
+
+    // An address that cannot be bound fails the reload and changes nothing.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    proxy.write(
+        "proxy.toml",
+        &config(&[(kept, false), (taken_addr, false)], &origin.url(), ""),
+    );
+    let error = proxy
+        .reload()
+        .await
+        .expect_err("a taken address was accepted");
+    assert!(
+        error.contains(&format!("cannot listen on {taken_addr}")),
+        "{error}"
+    );
+    let mut still = TcpStream::connect(added).await.unwrap();
+    assert!(h1_get(&mut still, "/page")
+        .await
+        .starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]

@@ -280,6 +280,21 @@ mod tests {
     }
 
     #[test]
+    fn a_tunnel_adds_its_bytes_to_both_formats() {
+        let mut tunnelled = entry(&[]);
+        tunnelled.tunnel = Some(Tunnel { up: 3, down: 5 });
+        assert!(text_of(&tunnelled).ends_with(" err=- tunnel=3/5"));
+        let mut out = Vec::new();
+        json(&tunnelled, &mut out);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed["tunnel"], serde_json::json!({"up": 3, "down": 5}));
+        out.clear();
+        json(&entry(&[]), &mut out);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(parsed.get("tunnel").is_none());
+    }
+
+    #[test]
     fn millis_are_rounded_to_the_microsecond() {
         assert_eq!(millis(Duration::from_nanos(1_234_567)), 1.235);
         assert_eq!(millis(Duration::from_secs(2)), 2000.0);
