@@ -2,12 +2,14 @@
 //! and readiness), and the loop that serves it, which the demo's sample
 //! origin reuses.
 //!
-//! - `/metrics`: the Prometheus text exposition of [`Metrics`].
+//! - `/metrics`: the Prometheus text exposition of [`Metrics`], and of
+//!   every upstream address ([`Upstreams::render`]).
 //! - `/healthz`: `200 ok` whenever the process answers at all.
-//! - `/readyz`: `200 ready` when the proxy's listeners are running and a
-//!   connection to the origin opens within [`READY_CONNECT_TIMEOUT`]; else
-//!   `503` with the reason on one line. No request is sent to the origin:
-//!   the check must not show up in its logs or cost it a page render.
+//! - `/readyz`: `200 ready` when the proxy's listeners are running and, for
+//!   every upstream, a connection to one of its addresses opens within
+//!   [`READY_CONNECT_TIMEOUT`]; else `503` with the reason on one line. No
+//!   request is sent to the origin: the check must not show up in its logs
+//!   or cost it a page render.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,9 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::OriginAddr;
 use crate::metrics::Metrics;
-use crate::origin::Address;
+use crate::upstream::Upstreams;
 
 /// How long `/readyz` waits for a connection to the origin. Short, because
 /// probes have their own timeouts (Kubernetes' default is one second) and
@@ -34,31 +35,37 @@ use crate::origin::Address;
 pub const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What `/readyz` checks. The process keeps it up to date: it marks the
-/// listeners running once they accept, and swaps the origin address when a
-/// new configuration takes effect. (A `Health` exists only once a
+/// listeners running once they accept, and swaps the upstreams when a new
+/// configuration takes effect. (A `Health` exists only once a
 /// configuration has loaded, so "config loaded" needs no flag of its own.)
 pub struct Health {
-    /// Where the origin listens now. A lock, not an atomic: it is written
-    /// on a reload and read once per probe, never on the request path.
-    origin: RwLock<Address>,
+    /// The upstreams now. A lock, not an atomic: it is written on a reload
+    /// and read once per probe or scrape, never on the request path.
+    upstreams: RwLock<Arc<Upstreams>>,
     /// The proxy's listeners are accepting connections.
     listening: AtomicBool,
 }
 
 impl Health {
-    /// Health for `origin`, with the listeners not yet running.
-    pub fn new(origin: &OriginAddr) -> Health {
+    /// Health for `upstreams`, with the listeners not yet running.
+    pub fn new(upstreams: Arc<Upstreams>) -> Health {
         Health {
-            origin: RwLock::new(Address::new(origin)),
+            upstreams: RwLock::new(upstreams),
             listening: AtomicBool::new(false),
         }
     }
 
-    /// Check readiness against `addr` from now on.
-    pub fn set_origin(&self, addr: OriginAddr) {
-        let address = Address::new(&addr);
+    /// Check readiness against `upstreams` from now on.
+    pub fn set_upstreams(&self, upstreams: Arc<Upstreams>) {
         // A poisoned lock only means a reader panicked; the value is whole.
-        *self.origin.write().unwrap_or_else(|e| e.into_inner()) = address;
+        *self.upstreams.write().unwrap_or_else(|e| e.into_inner()) = upstreams;
+    }
+
+    fn upstreams(&self) -> Arc<Upstreams> {
+        self.upstreams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether the proxy's listeners are accepting connections.
@@ -71,18 +78,7 @@ impl Health {
         if !self.listening.load(Ordering::Acquire) {
             return Err("listeners are not running".to_string());
         }
-        let origin = self
-            .origin
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match tokio::time::timeout(READY_CONNECT_TIMEOUT, origin.connect()).await {
-            Ok(Ok(_stream)) => Ok(()),
-            Ok(Err(error)) => Err(format!("origin {origin} unreachable: {error}")),
-            Err(_) => Err(format!(
-                "origin {origin} did not accept a connection within {READY_CONNECT_TIMEOUT:?}"
-            )),
-        }
+        self.upstreams().ready(READY_CONNECT_TIMEOUT).await
     }
 }
 
@@ -99,7 +95,9 @@ pub async fn serve(
         async move {
             match request.uri().path() {
                 "/metrics" => {
-                    let mut response = text(StatusCode::OK, metrics.render());
+                    let mut page = metrics.render();
+                    health.upstreams().render(&mut page);
+                    let mut response = text(StatusCode::OK, page);
                     response.headers_mut().insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -181,46 +179,68 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Overrides};
 
     /// An address on loopback where nothing listens.
-    async fn closed() -> OriginAddr {
+    async fn closed() -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        OriginAddr::Tcp {
-            host: address.ip().to_string(),
-            port: address.port(),
-        }
+        format!("http://{}", listener.local_addr().expect("address"))
+    }
+
+    /// The upstreams of a configuration with `extra` after `origin.url`.
+    fn upstreams(origin: &str, extra: &str) -> Arc<Upstreams> {
+        let text = format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = false\n[origin]\nurl = \"{origin}\"\n{extra}"
+        );
+        let config = Config::from_toml_str(&text, std::path::Path::new("."), &Overrides::default())
+            .expect("test config");
+        Arc::new(Upstreams::new(&config, None))
     }
 
     #[tokio::test]
     async fn readiness_follows_listening_and_the_origin_address() {
         let live = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let live_addr = OriginAddr::Tcp {
-            host: "127.0.0.1".to_string(),
-            port: live.local_addr().expect("address").port(),
-        };
-        let health = Health::new(&live_addr);
+        let live_url = format!("http://{}", live.local_addr().expect("address"));
+        let health = Health::new(upstreams(&live_url, ""));
         let not_running = health.check().await.expect_err("not listening yet");
         assert_eq!(not_running, "listeners are not running");
         health.set_listening(true);
         assert_eq!(health.check().await, Ok(()));
 
         // A reload points it somewhere dead, then back.
-        health.set_origin(closed().await);
+        health.set_upstreams(upstreams(&closed().await, ""));
         let why = health.check().await.expect_err("dead origin");
-        assert!(why.contains("unreachable"), "{why}");
+        assert!(
+            why.starts_with("origin ") && why.contains("unreachable"),
+            "{why}"
+        );
         assert!(!why.contains('\n'), "{why}");
-        health.set_origin(live_addr);
+        health.set_upstreams(upstreams(&live_url, ""));
         assert_eq!(health.check().await, Ok(()));
         health.set_listening(false);
         assert!(health.check().await.is_err());
     }
 
     #[tokio::test]
+    async fn readiness_needs_one_reachable_address_in_every_upstream() {
+        let live = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let live_url = format!("http://{}", live.local_addr().expect("address"));
+        let dead = closed().await;
+        let one_up = format!("[upstreams.app]\nservers = [\"{dead}\", \"{live_url}\"]\n");
+        let health = Health::new(upstreams(&live_url, &one_up));
+        health.set_listening(true);
+        assert_eq!(health.check().await, Ok(()));
+        let none_up = format!("[upstreams.app]\nservers = [\"{dead}\", \"{dead}\"]\n");
+        health.set_upstreams(upstreams(&live_url, &none_up));
+        let why = health.check().await.expect_err("no address of app is up");
+        assert!(why.starts_with("upstream app: "), "{why}");
+    }
+
+    #[tokio::test]
     async fn readiness_connects_to_a_unix_socket_origin() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("origin.sock");
-        let health = Health::new(&OriginAddr::Unix(path.clone()));
+        let health = Health::new(upstreams(&format!("unix:{}", path.display()), ""));
         health.set_listening(true);
         let why = health.check().await.expect_err("no socket yet");
         assert!(why.starts_with("origin unix:"), "{why}");

@@ -43,6 +43,8 @@ pub struct ConnContext {
     /// without ALPN.
     pub tls_version: Option<&'static str>,
     pub alpn: Option<&'static str>,
+    /// The site whose name the client sent in its TLS handshake (SNI).
+    pub sni_site: Option<usize>,
     /// What this connection holds of its worker's origin pool.
     pub share: ClientShare,
     /// The client's address as `X-Forwarded-For` gives it.
@@ -74,6 +76,7 @@ impl ConnContext {
             protocol,
             tls_version: None,
             alpn: None,
+            sni_site: None,
             share: ClientShare::default(),
             client_ip: HeaderValue::from_maybe_shared(Bytes::from(peer.ip().to_string()))
                 .unwrap_or(HeaderValue::from_static("unknown")),
@@ -82,9 +85,15 @@ impl ConnContext {
     }
 
     /// The connection as it arrived over a completed TLS handshake.
-    pub fn with_tls(mut self, version: Option<&'static str>, alpn: Option<&'static str>) -> Self {
+    pub fn with_tls(
+        mut self,
+        version: Option<&'static str>,
+        alpn: Option<&'static str>,
+        sni_site: Option<usize>,
+    ) -> Self {
         self.tls_version = version;
         self.alpn = alpn;
+        self.sni_site = sni_site;
         self
     }
 

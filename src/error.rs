@@ -60,6 +60,14 @@ pub enum ProxyError {
     /// The origin's response could not be read or is not valid HTTP/1.1.
     #[error("origin response invalid or interrupted")]
     OriginProtocol(#[source] BoxError),
+    /// A TLS connection asked for a host name that no site answers for, or
+    /// that another site's certificate covers (RFC 9110 §15.5.20): the
+    /// client should connect again for that name.
+    #[error("no site answers for this host name on this connection")]
+    Misdirected,
+    /// A cleartext request for a host name that no site answers for.
+    #[error("no site answers for this host name")]
+    UnknownSite,
     /// The proxy is shutting down or over a limit.
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
@@ -77,6 +85,8 @@ impl ProxyError {
             ProxyError::OriginConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::OriginProtocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::UnknownSite => StatusCode::NOT_FOUND,
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -88,7 +98,9 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyTimeout(_)
-            | ProxyError::MethodNotImplemented(_) => ErrorSide::Client,
+            | ProxyError::MethodNotImplemented(_)
+            | ProxyError::Misdirected
+            | ProxyError::UnknownSite => ErrorSide::Client,
             ProxyError::OriginConnect(_)
             | ProxyError::OriginTimeout(_)
             | ProxyError::OriginProtocol(_) => ErrorSide::Origin,

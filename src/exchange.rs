@@ -2,7 +2,8 @@
 //! frontends drive the same phases, in this order:
 //!
 //! 1. **validate**: the request head, checked and turned into a
-//!    [`Target`], or a 400, 413, 431 or 501 ([`http_rules::validate`]).
+//!    [`Target`], or a 400, 413, 431 or 501 ([`http_rules::validate`]);
+//!    then its site and route ([`crate::site`]), or a 421 or 404.
 //! 2. **early**: links learned from earlier responses for this page,
 //!    promised or hinted before the origin has even seen the request.
 //! 3. **forward**: the request to the origin; 502, 503 and 504 come from
@@ -41,6 +42,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
 
 use crate::access_log::Record;
+use crate::config::RouteConfig;
 use crate::conn::ConnContext;
 use crate::error::{error_response, BoxError, ErrorSide, ProxyError};
 use crate::http_rules::{self, Target};
@@ -50,7 +52,9 @@ use crate::policy::hints;
 use crate::policy::push::{self, ClientPush, Diary, Plan, ResponseState};
 use crate::request_body::{RequestBody, Upload};
 use crate::runtime::Worker;
+use crate::site::Site;
 use crate::tunnel::{self, Handshake, OriginSide};
+use crate::upstream::UpstreamClient;
 
 /// Most 103 responses from the origin acted upon per request; beyond this
 /// an origin's 103s are ignored, so a flood of them costs nothing.
@@ -97,6 +101,8 @@ impl ConnMemory {
 
 /// A push the exchange asks the frontend to promise.
 pub struct Promise {
+    /// The site of the parent request, whose routes the push follows.
+    pub site: usize,
     pub authority: Authority,
     pub path: PathAndQuery,
     /// The promised request's header fields.
@@ -205,18 +211,22 @@ where
         Err(error) => return Some(reject(worker, error, record)),
     };
     record.authority = Some(target.authority.clone());
-    let mut links = Links::new(worker, ctx.scheme(), &target, &parts.headers);
+    let scope = match Scope::of(worker, ctx, &target.authority, target.path_and_query.path()) {
+        Ok(scope) => scope,
+        Err(error) => return Some(reject(worker, error, record)),
+    };
+    let mut links = Links::new(worker, &scope, ctx.scheme(), &target, &parts.headers);
     if let Some(memory) = client.memory() {
         links.note_request(memory, &parts.headers, client.push_state());
     }
 
     // 2. early: learned hints, for navigations of clients that take 103s.
-    let learn_key = worker
-        .learned
-        .as_ref()
+    let learned = scope.site.learned.as_ref();
+    let learn_key = learned
         .map(|learned| learned.key(target.authority.as_str(), target.path_and_query.as_str()));
-    if let (Some(learned), Some(key)) = (&worker.learned, &learn_key) {
-        if client.takes_informational() && hints::wants_hints(&target.method, &parts.headers) {
+    if let (Some(learned), Some(key)) = (learned, &learn_key) {
+        let wanted = scope.route.hints && client.takes_informational();
+        if wanted && hints::wants_hints(&target.method, &parts.headers) {
             if let Some(learned_links) = learned.lookup(key) {
                 let lines: Vec<&str> = learned_links.iter().map(String::as_str).collect();
                 links.early(&lines, Source::Learned, client);
@@ -252,7 +262,7 @@ where
         Err(error) => return Some(reject(worker, error, record)),
     };
     let Some((result, origin_time)) =
-        forward(worker, ctx, request, upload.as_ref(), &mut links, client).await
+        forward(&scope, ctx, request, upload.as_ref(), &mut links, client).await
     else {
         // Dropping the origin call closed its connection: the origin sees
         // the request abort.
@@ -306,10 +316,11 @@ where
             tunnel: Some(tunnel),
         });
     }
-    record_validator(worker, &target, &head);
+    record_validator(scope.site, &target, &head);
 
     // 6. learn, from the origin's own Link field before it is rewritten.
-    if let (Some(learned), Some(key)) = (&worker.learned, learn_key) {
+    let learned = learned.filter(|_| scope.route.learn);
+    if let (Some(learned), Some(key)) = (learned, learn_key) {
         let lesson = hints::lesson(
             &target.method,
             &key,
@@ -332,6 +343,52 @@ where
         record,
         tunnel: None,
     })
+}
+
+/// Where a request goes: its site, the route its path takes there, and
+/// that route's upstream (this worker's pools for it).
+struct Scope<'w> {
+    index: usize,
+    site: &'w Site,
+    route: &'w RouteConfig,
+    upstream: &'w UpstreamClient,
+}
+
+impl<'w> Scope<'w> {
+    /// The site `authority` names on this connection, and the route of
+    /// `path` there: 421 or 404 for a host no site answers for.
+    fn of(
+        worker: &'w Worker,
+        ctx: &ConnContext,
+        authority: &Authority,
+        path: &str,
+    ) -> Result<Scope<'w>, ProxyError> {
+        let index = worker
+            .sites
+            .find(authority.host(), ctx.secure, ctx.sni_site)?;
+        Scope::in_site(worker, index, path)
+    }
+
+    /// The route of `path` in the site numbered `index`.
+    fn in_site(worker: &'w Worker, index: usize, path: &str) -> Result<Scope<'w>, ProxyError> {
+        let site = worker.sites.get(index).ok_or(ProxyError::UnknownSite)?;
+        let route = site.route(path).ok_or(ProxyError::UnknownSite)?;
+        let upstream = worker
+            .upstreams
+            .get(route.upstream)
+            .ok_or(ProxyError::Unavailable("no such upstream"))?;
+        Ok(Scope {
+            index,
+            site,
+            route,
+            upstream,
+        })
+    }
+
+    /// The push rules for this route.
+    fn policy(&self) -> &'w push::Policy {
+        self.site.policy(self.route)
+    }
 }
 
 /// The one place an error becomes a response: count it, log it once with
@@ -364,18 +421,17 @@ fn reject(worker: &Worker, error: ProxyError, mut record: Record) -> Reply {
 /// Send the request and wait for the response head, acting on each 103 as
 /// it arrives. `None` when the client gave up first.
 async fn forward<C: Client>(
-    worker: &Worker,
+    scope: &Scope<'_>,
     ctx: &ConnContext,
     mut request: Request<OriginBody>,
     upload: Option<&Arc<Upload>>,
     links: &mut Links<'_>,
     client: &mut C,
 ) -> Option<(Result<http::Response<ResponseBody>, ProxyError>, Duration)> {
-    let watch = client
-        .takes_informational()
+    let watch = (scope.route.hints && client.takes_informational())
         .then(|| Informational::watch(&mut request));
     let started = Instant::now();
-    let call = worker.origin.send(request, &ctx.share, upload.cloned());
+    let call = scope.upstream.send(request, &ctx.share, upload.cloned());
     tokio::pin!(call);
     poll_fn(|cx| {
         if let Some(watch) = &watch {
@@ -455,6 +511,7 @@ enum Source {
 /// is hinted at most once.
 struct Links<'a> {
     worker: &'a Worker,
+    scope: &'a Scope<'a>,
     /// The connection's scheme, which links resolve against.
     scheme: &'static str,
     target: &'a Target,
@@ -475,12 +532,14 @@ struct Links<'a> {
 impl<'a> Links<'a> {
     fn new(
         worker: &'a Worker,
+        scope: &'a Scope<'a>,
         scheme: &'static str,
         target: &'a Target,
         request_headers: &'a HeaderMap,
     ) -> Self {
         Links {
             worker,
+            scope,
             scheme,
             target,
             request_headers,
@@ -496,14 +555,14 @@ impl<'a> Links<'a> {
     /// The client asked for this URL itself, and may say what it holds.
     /// Only a client that takes pushes needs it remembered.
     fn note_request(&self, memory: &ConnMemory, headers: &HeaderMap, client: ClientPush) {
-        if !matches!(client, ClientPush::Enabled { .. }) || !self.worker.policy.enabled {
+        if !matches!(client, ClientPush::Enabled { .. }) || !self.scope.policy().enabled {
             return;
         }
         let target = self.target;
         if let Ok(mut diary) = memory.diary.lock() {
             diary.record_requested(target.authority.as_str(), target.path_and_query.as_str());
         }
-        let settings = &self.worker.config.push;
+        let settings = &self.scope.site.push;
         if settings.cache_digest {
             if let Some(sent) = digest::from_cookies(headers, &settings.cache_digest_cookie) {
                 if let Ok(mut held) = memory.digest.lock() {
@@ -533,7 +592,7 @@ impl<'a> Links<'a> {
         }
         let forward = match source {
             Source::Learned => true,
-            Source::Origin => self.worker.config.hints.forward_origin_103,
+            Source::Origin => self.scope.site.hints.forward_origin_103,
         };
         if !forward {
             return;
@@ -576,7 +635,7 @@ impl<'a> Links<'a> {
         if plan.changes_links() {
             http_rules::replace_links(&mut head.headers, plan.link_lines());
         }
-        if self.worker.config.push.explain {
+        if self.scope.site.push.explain {
             if let Ok(value) = HeaderValue::from_str(&plan.explain()) {
                 head.headers
                     .insert(HeaderName::from_static("x-push-decision"), value);
@@ -592,32 +651,34 @@ impl<'a> Links<'a> {
             return None;
         }
         let worker = self.worker;
+        let site = self.scope.site;
+        let policy = self.scope.policy();
         let target = self.target;
         let client_state = client.push_state();
         let memory = client.memory();
         let served = match memory {
             Some(memory) => {
                 let (authority, served) = memory.served.get_or_init(|| {
-                    let served = worker.names.serves(target.authority.as_str());
+                    let served = site.names.serves(target.authority.as_str());
                     (target.authority.clone(), served)
                 });
                 if *authority == target.authority {
                     *served
                 } else {
-                    worker.names.serves(target.authority.as_str())
+                    site.names.serves(target.authority.as_str())
                 }
             }
-            None => worker.names.serves(target.authority.as_str()),
+            None => site.names.serves(target.authority.as_str()),
         };
         // What the client's cache digest says it holds, by the validators
         // last seen for each asset.
-        let held = match (&worker.validators, memory) {
+        let held = match (&site.validators, memory) {
             (Some(_), Some(memory)) => memory.digest.lock().ok().map(|d| d.clone()),
             _ => None,
         };
         let authority = target.authority.as_str();
         let holds = |path: &str| {
-            let (Some(validators), Some(held)) = (&worker.validators, &held) else {
+            let (Some(validators), Some(held)) = (&site.validators, &held) else {
                 return false;
             };
             validators
@@ -637,16 +698,10 @@ impl<'a> Links<'a> {
         let mut plan = match memory {
             Some(memory) => {
                 let mut diary = memory.diary.lock().ok()?;
-                push::decide(&worker.policy, &facts, lines, &mut diary, &mut self.state)
+                push::decide(policy, &facts, lines, &mut diary, &mut self.state)
             }
             // A client that never takes pushes needs no memory of them.
-            None => push::decide(
-                &worker.policy,
-                &facts,
-                lines,
-                &mut Diary::new(0),
-                &mut self.state,
-            ),
+            None => push::decide(policy, &facts, lines, &mut Diary::new(0), &mut self.state),
         };
         let planned: Vec<(usize, usize, String, Option<String>)> = plan
             .pushes()
@@ -661,17 +716,16 @@ impl<'a> Links<'a> {
             let budget = self
                 .budget
                 .get_or_insert_with(|| {
-                    Arc::new(Budget::new(
-                        worker.config.push.max_pushed_bytes_per_response,
-                    ))
+                    Arc::new(Budget::new(site.push.max_pushed_bytes_per_response))
                 })
                 .clone();
             let promise = Promise {
+                site: self.scope.index,
                 authority: target.authority.clone(),
                 path: promised_path,
                 headers: push::promised_headers(
                     self.request_headers,
-                    &worker.forward_headers,
+                    &site.forward_headers,
                     destination.as_deref(),
                 ),
                 budget,
@@ -705,8 +759,8 @@ fn empty_body() -> OriginBody {
 }
 
 /// Remember the validator of a successful GET response, for cache digests.
-fn record_validator(worker: &Worker, target: &Target, head: &http::response::Parts) {
-    let Some(validators) = &worker.validators else {
+fn record_validator(site: &Site, target: &Target, head: &http::response::Parts) {
+    let Some(validators) = &site.validators else {
         return;
     };
     if target.method != Method::GET || !matches!(head.status.as_u16(), 200 | 304) {
@@ -750,6 +804,14 @@ pub async fn fetch_push(
     parts.headers = promise.headers.clone();
     let body = empty_body();
     let metrics = &worker.metrics;
+    let scope = match Scope::in_site(worker, promise.site, target.path_and_query.path()) {
+        Ok(scope) => scope,
+        Err(error) => {
+            record.fail(error.chain());
+            return None;
+        }
+    };
+    let site = scope.site;
     let request = match http_rules::origin_request(&parts, &target, body, true, ctx, &worker.config)
     {
         Ok(request) => request,
@@ -759,7 +821,7 @@ pub async fn fetch_push(
         }
     };
     let started = Instant::now();
-    let call = worker.origin.send(request, &ctx.share, None);
+    let call = scope.upstream.send(request, &ctx.share, None);
     tokio::pin!(call);
     let outcome = poll_fn(|cx| {
         if let Poll::Ready(result) = call.as_mut().poll(cx) {
@@ -788,7 +850,7 @@ pub async fn fetch_push(
     let checked = push::check_pushed_response(
         head.status.as_u16(),
         &head.headers,
-        worker.config.push.cancel_uncacheable,
+        site.push.cancel_uncacheable,
     )
     .map_err(push::Cancel::describe)
     .and_then(|()| http_rules::clean_response(&mut head).map_err(|_| "invalid origin response"));
@@ -816,9 +878,9 @@ pub async fn fetch_push(
             return None;
         }
     };
-    record_validator(worker, &target, &head);
-    if worker.config.push.cache_digest {
-        if let Some(cookie) = digest_cookie(worker, &target, &head.headers, memory) {
+    record_validator(site, &target, &head);
+    if site.push.cache_digest {
+        if let Some(cookie) = digest_cookie(site, &target, &head.headers, memory) {
             head.headers.append(header::SET_COOKIE, cookie);
         } else if digest::validator(&head.headers).is_some() {
             // The browser holds exactly this version already.
@@ -871,7 +933,7 @@ async fn collect_within(
 /// `Set-Cookie` value that hands the grown digest to the browser; `None`
 /// when the response has no validator or the digest already holds it.
 fn digest_cookie(
-    worker: &Worker,
+    site: &Site,
     target: &Target,
     headers: &HeaderMap,
     memory: &ConnMemory,
@@ -886,6 +948,6 @@ fn digest_cookie(
     if !held.insert(key) {
         return None;
     }
-    let cookie = digest::set_cookie(&worker.config.push.cache_digest_cookie, &held);
+    let cookie = digest::set_cookie(&site.push.cache_digest_cookie, &held);
     HeaderValue::from_str(&cookie).ok()
 }

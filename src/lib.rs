@@ -7,7 +7,7 @@
 //!
 //! - [`config`]: `proxy.toml` and command-line flags -> a validated [`Config`].
 //! - [`runtime`]: the state shared by a process's workers, and each
-//!   worker's own (its origin pool).
+//!   worker's own (its origin pools).
 //! - [`server`]: listeners, the accept loop, the PROXY protocol header
 //!   of a load balancer in front ([`proxy_protocol`]), the TLS handshake
 //!   ([`tls`]), ALPN dispatch, connection limits and graceful shutdown.
@@ -15,14 +15,16 @@
 //!   `h2` speaks HTTP/2 through the `h2` crate directly, because only it can
 //!   send PUSH_PROMISE and 103s; `h1` speaks HTTP/1.1 through hyper.
 //! - [`exchange`]: the request path both frontends drive, in named phases
-//!   (validate, early hints, forward, 103s, clean, learn, decide, respond,
-//!   log). [`http_rules`] holds its pure HTTP rules, [`access_log`] its
+//!   (validate and route, early hints, forward, 103s, clean, learn, decide,
+//!   respond, log). [`site`] finds the site and route of a request. [`http_rules`] holds its pure HTTP rules, [`access_log`] its
 //!   record, [`error`] the one place errors become responses.
 //! - [`tunnel`]: an exchange that switched protocols (WebSocket, or an
 //!   HTTP/2 extended CONNECT made a WebSocket handshake): bytes spliced
 //!   both ways between the client and its own origin connection.
-//! - [`origin`]: the bounded pool of HTTP/1.1 connections toward the
-//!   origin, one per worker.
+//! - [`upstream`]: named groups of origin addresses: balancing, passive
+//!   and active health, retries of requests that never left.
+//! - [`origin`]: the bounded pool of HTTP/1.1 connections toward one
+//!   origin address, one per worker.
 //! - [`policy`]: pure rules, no I/O: `link` parses RFC 8288 `Link` fields,
 //!   `push` decides per link whether to push, keep or rewrite it, `hints`
 //!   which requests get 103s and what may be learned, `digest` the cookie
@@ -61,8 +63,10 @@ pub mod proxy_protocol;
 pub mod request_body;
 pub mod runtime;
 pub mod server;
+pub mod site;
 pub mod tls;
 pub mod tunnel;
+pub mod upstream;
 
 pub use config::Config;
 pub use server::{run, Listener};

@@ -80,20 +80,23 @@ fn check(args: &RunArgs) -> ExitCode {
         eprintln!("linkpush: {error}");
         return ExitCode::FAILURE;
     }
-    let origin = match &config.origin.addr {
-        OriginAddr::Tcp { host, port } if host.contains(':') => {
-            format!("http://[{host}]:{port}")
-        }
-        OriginAddr::Tcp { host, port } => format!("http://{host}:{port}"),
-        OriginAddr::Unix(path) => format!("unix:{}", path.display()),
-    };
+    let upstreams: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            let servers: Vec<String> = upstream.settings.servers.iter().map(origin_url).collect();
+            format!("{} {}", upstream.name, servers.join(" "))
+        })
+        .collect();
     let source = args.config.as_deref().map_or_else(
         || "flags and defaults".to_owned(),
         |path| path.display().to_string(),
     );
     println!(
-        "{source}: valid ({} listener(s), origin {origin})",
+        "{source}: valid ({} listener(s), {} site(s); upstreams: {})",
         config.listeners.len(),
+        config.sites.len(),
+        upstreams.join(", "),
     );
     ExitCode::SUCCESS
 }
@@ -190,4 +193,13 @@ fn demo(listen: String) -> anyhow::Result<()> {
     // A reload rebuilds the demo's configuration from the same flags
     // (without `push.explain`, which only the demo sets).
     process::serve(&main, signals, source, config, listeners)
+}
+
+/// An origin address as `origin.url` spells it.
+fn origin_url(addr: &OriginAddr) -> String {
+    match addr {
+        OriginAddr::Tcp { host, port } if host.contains(':') => format!("http://[{host}]:{port}"),
+        OriginAddr::Tcp { host, port } => format!("http://{host}:{port}"),
+        OriginAddr::Unix(path) => format!("unix:{}", path.display()),
+    }
 }

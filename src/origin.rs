@@ -34,7 +34,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -117,15 +117,80 @@ impl Drop for Admission {
     }
 }
 
-/// A handle to this worker's origin pool, cheap to clone.
+/// A handle to this worker's pool of connections to one origin address,
+/// cheap to clone.
 #[derive(Clone)]
 pub struct Origin {
     pool: Arc<Pool>,
 }
 
+/// One origin address, as the pools of every worker share it: where it
+/// is, and what is in flight there.
+#[derive(Debug)]
+pub struct AddressState {
+    pub address: Address,
+    /// Requests sent and not yet finished (response body read to the end,
+    /// or abandoned), over all workers.
+    pub(crate) in_flight: AtomicUsize,
+    /// Requests sent, over all workers.
+    requests: AtomicU64,
+}
+
+impl AddressState {
+    pub fn new(address: Address) -> AddressState {
+        AddressState {
+            address,
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// One request in flight at an address, until it is dropped.
+struct InFlight(Arc<AddressState>);
+
+impl InFlight {
+    fn new(state: &Arc<AddressState>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request that could not be sent.
+pub struct SendError {
+    pub error: ProxyError,
+    /// The request, whole, when no connection to the address could be
+    /// opened: nothing of it reached the origin, so it may go elsewhere.
+    pub unsent: Option<Request<OriginBody>>,
+}
+
+impl From<ProxyError> for SendError {
+    fn from(error: ProxyError) -> SendError {
+        SendError {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 /// Where the origin listens, resolved from the config once.
-#[derive(Debug, Clone)]
-pub(crate) enum Address {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
     /// An IP address: connect directly, no name lookup.
     Ip(SocketAddr),
     /// A host name, looked up at each new connection.
@@ -134,7 +199,7 @@ pub(crate) enum Address {
 }
 
 impl Address {
-    pub(crate) fn new(addr: &OriginAddr) -> Address {
+    pub fn new(addr: &OriginAddr) -> Address {
         match addr {
             OriginAddr::Tcp { host, port } => match host.parse::<std::net::IpAddr>() {
                 Ok(ip) => Address::Ip(SocketAddr::new(ip, *port)),
@@ -146,7 +211,7 @@ impl Address {
 
     /// Open a TCP or Unix-socket stream to the origin. Used by the pool for
     /// every new connection, and by the readiness check (which drops it).
-    pub(crate) async fn connect(&self) -> io::Result<Socket> {
+    pub async fn connect(&self) -> io::Result<Socket> {
         match self {
             Address::Ip(address) => {
                 let stream = TcpStream::connect(address).await?;
@@ -177,7 +242,7 @@ impl std::fmt::Display for Address {
 }
 
 struct Pool {
-    address: Address,
+    address: Arc<AddressState>,
     builder: http1::Builder,
     connect_timeout: Duration,
     header_timeout: Duration,
@@ -267,11 +332,10 @@ impl Drop for Held {
 impl Origin {
     /// The pool of one worker out of `workers`: it gets an even share of
     /// `origin.max_concurrent_requests` and of `origin.max_idle_connections`.
-    pub fn new(config: &Config, workers: usize) -> Result<Origin, ProxyError> {
+    pub fn new(config: &Config, workers: usize, state: Arc<AddressState>) -> Origin {
         let workers = workers.max(1);
         let origin = &config.origin;
         let limit = origin.max_concurrent_requests.div_ceil(workers).max(1);
-        let address = Address::new(&origin.addr);
         let mut builder = http1::Builder::new();
         builder
             .max_buf_size(origin.max_response_header_bytes.max(8192))
@@ -279,7 +343,7 @@ impl Origin {
             // heap arrays of that many slots on every response.
             .max_headers(100);
         let pool = Arc::new(Pool {
-            address,
+            address: state,
             builder,
             connect_timeout: config.timeouts.origin_connect,
             header_timeout: config.timeouts.origin_response_header,
@@ -290,7 +354,7 @@ impl Origin {
             state: Mutex::new(State::default()),
         });
         spawn_idle_sweeper(&pool);
-        Ok(Origin { pool })
+        Origin { pool }
     }
 
     /// The request target the origin sees: origin-form, `/path?query`.
@@ -313,7 +377,7 @@ impl Origin {
         request: Request<OriginBody>,
         share: &ClientShare,
         upload: Option<Arc<Upload>>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + 'static {
         let pool = self.pool.clone();
         let share = share.clone();
         async move { pool.send(request, share, upload).await }
@@ -339,7 +403,8 @@ impl Pool {
         mut request: Request<OriginBody>,
         share: ClientShare,
         upload: Option<Arc<Upload>>,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let in_flight = InFlight::new(&self.address);
         // A reused connection may turn out closed before the request was
         // written; the request then comes back and gets a new connection.
         for _attempt in 0..3 {
@@ -356,7 +421,15 @@ impl Pool {
                 Grant::Idle(sender) => (sender, true),
                 // Opening a connection is the rare path: its large state is boxed
                 // so that every request does not carry it.
-                Grant::Connect(slot) => (Box::pin(self.connect(slot)).await?, false),
+                Grant::Connect(slot) => match Box::pin(self.connect(slot)).await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(request),
+                        })
+                    }
+                },
             };
             if slot_reused && !sender.is_ready() {
                 // The previous response's end has not reached the
@@ -373,25 +446,27 @@ impl Pool {
             )
             .await;
             match sent {
-                Err(_) => return Err(ProxyError::OriginTimeout(self.header_timeout)),
+                Err(_) => return Err(ProxyError::OriginTimeout(self.header_timeout).into()),
                 Ok(Ok(response)) => {
                     let lease = Lease {
                         pool: Arc::downgrade(&self),
                         sender: Some(sender),
                         held: Some(held),
+                        _in_flight: in_flight,
                     };
                     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
                     return Ok(response.map(|body| ResponseBody::new(body, lease, switching)));
                 }
                 Ok(Err(mut error)) => match error.take_message() {
                     Some(unsent) if slot_reused => request = unsent,
-                    _ => return Err(classify(error.into_error())),
+                    _ => return Err(classify(error.into_error()).into()),
                 },
             }
         }
         Err(ProxyError::Unavailable(
             "origin connections kept closing before a request could be sent",
-        ))
+        )
+        .into())
     }
 
     /// Take a connection (or the right to open one), waiting when none is
@@ -506,7 +581,7 @@ impl Pool {
 
     /// Open a new connection in `slot`.
     async fn connect(&self, slot: Slot) -> Result<Sender, ProxyError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.address.connect())
+        let stream = tokio::time::timeout(self.connect_timeout, self.address.address.connect())
             .await
             .map_err(|_| {
                 ProxyError::OriginConnect(
@@ -621,6 +696,7 @@ struct Lease {
     pool: Weak<Pool>,
     sender: Option<Sender>,
     held: Option<Held>,
+    _in_flight: InFlight,
 }
 
 impl Lease {
@@ -718,7 +794,7 @@ struct OriginStream {
 }
 
 /// The socket of a connection to the origin.
-pub(crate) enum Socket {
+pub enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }

@@ -137,6 +137,7 @@ pub fn serve(
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
+    let health = Arc::new(Health::new(generation.global.upstreams.clone()));
     let mut process = Process {
         source,
         workers,
@@ -145,7 +146,7 @@ pub fn serve(
         sockets,
         generations,
         admin: None,
-        health: Arc::new(Health::new(&config.origin.addr)),
+        health,
         watched,
     };
     process.health.set_listening(true);
@@ -262,7 +263,7 @@ impl Process {
             Ok(generation) => {
                 self.metrics.config_reload(true);
                 self.health
-                    .set_origin(generation.global.config.origin.addr.clone());
+                    .set_upstreams(generation.global.upstreams.clone());
                 let number = generation.number;
                 self.current = generation.clone();
                 self.generations.send_replace(generation.clone());
@@ -411,10 +412,15 @@ type FileStamp = (u64, u64, u64, i64, i64);
 impl Fingerprint {
     fn of(config: &Config) -> Fingerprint {
         use std::os::unix::fs::MetadataExt;
-        let files = match &config.tls.source {
-            Some(TlsSource::Files { cert, key }) => vec![cert.clone(), key.clone()],
-            _ => Vec::new(),
-        };
+        let sources = std::iter::once(&config.tls.source)
+            .chain(config.sites.iter().map(|site| &site.cert))
+            .flatten();
+        let files: Vec<&std::path::PathBuf> = sources
+            .flat_map(|source| match source {
+                TlsSource::Files { cert, key } => vec![cert, key],
+                TlsSource::SelfSigned => Vec::new(),
+            })
+            .collect();
         Fingerprint(
             files
                 .iter()

@@ -15,13 +15,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TrustedProxies};
-use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::origin::Origin;
-use crate::policy::digest::Validators;
-use crate::policy::hints::LearnedHints;
-use crate::policy::push;
-use crate::tls::{self, ServerNames, TlsError};
+use crate::site::Sites;
+use crate::tls::{self, TlsError};
+use crate::upstream::{UpstreamClient, Upstreams};
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +27,6 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("a TLS listener is configured but no certificate: set tls.cert and tls.key, or tls.self_signed = true")]
     NoCertificate,
-    #[error("origin: {0}")]
-    Origin(#[from] ProxyError),
     #[error("metrics.listen: {0}")]
     Metrics(io::Error),
     #[error("{0}")]
@@ -39,19 +34,16 @@ pub enum ServerError {
 }
 
 /// What every worker of one proxy process shares under one configuration:
-/// the configuration, counters, learned state, the TLS acceptor and the
-/// connection limit. Cheap to clone.
+/// the configuration, counters, the sites (with their learned state and
+/// certificates), the upstreams (with the health of each address), the
+/// TLS acceptor and the connection limit. Cheap to clone.
 #[derive(Clone)]
 pub struct Global {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    /// Learned early hints, when `[hints] learn` is on.
-    pub learned: Option<Arc<LearnedHints>>,
-    /// Validators of assets seen, when `[push] cache_digest` is on.
-    pub validators: Option<Arc<Validators>>,
+    pub sites: Arc<Sites>,
+    pub upstreams: Arc<Upstreams>,
     pub acceptor: Option<TlsAcceptor>,
-    /// The names pushes may be promised under.
-    pub names: Arc<ServerNames>,
     /// Client connections open at once, over all workers.
     pub limit: Arc<Semaphore>,
     /// How many workers share the origin connection limit.
@@ -60,36 +52,23 @@ pub struct Global {
 
 impl Global {
     /// Build the process-wide state for `workers` workers; loads (or
-    /// generates) the certificate, so a bad one fails here, before anything
-    /// listens. `previous`, on a reload, hands over what outlives a
-    /// configuration: learned hints, validators and the connection limit,
-    /// when their settings did not change.
+    /// generates) the certificates, so a bad one fails here, before
+    /// anything listens. `previous`, on a reload, hands over what outlives
+    /// a configuration: learned hints, validators, the health and counters
+    /// of upstream addresses, and the connection limit, when their settings
+    /// did not change.
     pub fn new(
         config: Arc<Config>,
         workers: usize,
         metrics: Arc<Metrics>,
         previous: Option<&Global>,
     ) -> Result<Global, ServerError> {
-        let (acceptor, leaf) = match &config.tls.source {
-            Some(source) => {
-                let built = tls::acceptor(source)?;
-                (Some(built.acceptor), Some(built.leaf))
-            }
-            None => (None, None),
+        let sites = Sites::new(&config, previous.map(|old| &*old.sites))?;
+        let acceptor = match sites.certs() {
+            Some(certs) if config.uses_tls() => Some(tls::acceptor(certs)?),
+            _ => None,
         };
-        let learned = config.hints.learn.then(|| {
-            previous
-                .filter(|old| old.config.hints == config.hints)
-                .and_then(|old| old.learned.clone())
-                .unwrap_or_else(|| Arc::new(LearnedHints::new(&config.hints)))
-        });
-        let validators = config.push.cache_digest.then(|| {
-            let ttl = config.push.cache_digest_validator_ttl;
-            previous
-                .filter(|old| old.config.push.cache_digest_validator_ttl == ttl)
-                .and_then(|old| old.validators.clone())
-                .unwrap_or_else(|| Arc::new(Validators::new(ttl)))
-        });
+        let upstreams = Upstreams::new(&config, previous.map(|old| &*old.upstreams));
         let max = config.limits.max_connections;
         let limit = match previous.filter(|old| old.config.limits.max_connections == max) {
             Some(old) => old.limit.clone(),
@@ -97,10 +76,9 @@ impl Global {
         };
         Ok(Global {
             metrics,
-            learned,
-            validators,
+            sites: Arc::new(sites),
+            upstreams: Arc::new(upstreams),
             acceptor,
-            names: Arc::new(ServerNames::new(&config.server.names, leaf)),
             limit,
             workers: workers.max(1),
             config,
@@ -145,68 +123,52 @@ impl SharedListener {
 /// What the connections of one worker share.
 pub struct Worker {
     pub config: Arc<Config>,
-    /// This worker's pool of origin connections.
-    pub origin: Origin,
     pub metrics: Arc<Metrics>,
     /// Cancelled when graceful shutdown starts.
     pub shutdown: CancellationToken,
-    /// The push rules' view of `[push]`.
-    pub policy: push::Policy,
-    pub learned: Option<Arc<LearnedHints>>,
-    pub validators: Option<Arc<Validators>>,
-    /// The names pushes may be promised under.
-    pub names: Arc<ServerNames>,
-    /// The TLS acceptor of this configuration's certificate.
+    pub sites: Arc<Sites>,
+    /// This worker's pools, per upstream in [`Config::upstreams`] order.
+    pub upstreams: Vec<UpstreamClient>,
+    /// The TLS acceptor of this configuration's certificates.
     pub acceptor: Option<TlsAcceptor>,
     /// Client connections open at once, over all workers.
     pub limit: Arc<Semaphore>,
-    /// `push.forward_headers`, as header names.
-    pub forward_headers: Vec<http::header::HeaderName>,
 }
 
 impl Worker {
     /// A worker's state under `global`; call on the worker's own runtime
-    /// (its origin pool starts a timer task there). `shutdown` is the
+    /// (its origin pools start timer tasks there). `shutdown` is the
     /// worker's, shared by every generation it serves.
-    pub fn new(global: &Global, shutdown: CancellationToken) -> Result<Worker, ServerError> {
+    pub fn new(global: &Global, shutdown: CancellationToken) -> Worker {
         let config = global.config.clone();
-        Ok(Worker {
-            origin: Origin::new(&config, global.workers)?,
+        let upstreams = global
+            .upstreams
+            .groups()
+            .iter()
+            .map(|group| UpstreamClient::new(group, &config, global.workers))
+            .collect();
+        Worker {
+            upstreams,
             metrics: global.metrics.clone(),
             shutdown,
             acceptor: global.acceptor.clone(),
             limit: global.limit.clone(),
-            policy: policy(&config.push),
-            learned: global.learned.clone(),
-            validators: global.validators.clone(),
-            names: global.names.clone(),
-            forward_headers: config
-                .push
-                .forward_headers
-                .iter()
-                .filter_map(|name| http::header::HeaderName::from_bytes(name.as_bytes()).ok())
-                .collect(),
+            sites: global.sites.clone(),
             config,
-        })
+        }
     }
 
     /// Whether access-log lines are written.
     pub fn access_log(&self) -> bool {
         self.config.log.access_log
     }
-}
 
-/// The push policy's view of the `[push]` settings.
-fn policy(settings: &crate::config::PushSettings) -> push::Policy {
-    push::Policy {
-        enabled: settings.enabled,
-        preload: match settings.preload {
-            crate::config::PreloadMode::Push => push::PreloadMode::Push,
-            crate::config::PreloadMode::HintOnly => push::PreloadMode::HintOnly,
-        },
-        max_pushes_per_response: settings.max_pushes_per_response,
-        allow_credentialed: settings.allow_credentialed,
-        dry_run: settings.dry_run,
+    /// Origin connections open (idle or busy) in this worker's pools.
+    pub fn open_origin_connections(&self) -> usize {
+        self.upstreams
+            .iter()
+            .map(UpstreamClient::open_connections)
+            .sum()
     }
 }
 
@@ -233,28 +195,27 @@ mod tests {
                         [limits]\nmax_connections = 100\n";
         let first = Global::new(config(settings), 1, metrics.clone(), None).unwrap();
         let same = Global::new(config(settings), 1, metrics.clone(), Some(&first)).unwrap();
-        let (learned, validators) = (first.learned.as_ref(), first.validators.as_ref());
+        let site = |global: &Global| {
+            let site = global.sites.get(0).expect("the implicit site");
+            (
+                site.learned.clone().unwrap(),
+                site.validators.clone().unwrap(),
+            )
+        };
+        let (learned, validators) = site(&first);
+        assert!(Arc::ptr_eq(&site(&same).0, &learned));
+        assert!(Arc::ptr_eq(&site(&same).1, &validators));
         assert!(Arc::ptr_eq(
-            same.learned.as_ref().unwrap(),
-            learned.unwrap()
-        ));
-        assert!(Arc::ptr_eq(
-            same.validators.as_ref().unwrap(),
-            validators.unwrap()
+            &same.upstreams.groups()[0],
+            &first.upstreams.groups()[0]
         ));
         assert!(Arc::ptr_eq(&same.limit, &first.limit));
 
         let changed = "[hints]\nlearn = true\nlearn_min_clients = 5\n[push]\ncache_digest = true\n\
                        cache_digest_validator_ttl = \"2m\"\n[limits]\nmax_connections = 50\n";
         let other = Global::new(config(changed), 1, metrics, Some(&first)).unwrap();
-        assert!(!Arc::ptr_eq(
-            other.learned.as_ref().unwrap(),
-            learned.unwrap()
-        ));
-        assert!(!Arc::ptr_eq(
-            other.validators.as_ref().unwrap(),
-            validators.unwrap()
-        ));
+        assert!(!Arc::ptr_eq(&site(&other).0, &learned));
+        assert!(!Arc::ptr_eq(&site(&other).1, &validators));
         assert!(!Arc::ptr_eq(&other.limit, &first.limit));
     }
 }

@@ -95,7 +95,7 @@ pub async fn run(
                 .await
                 .map_err(ServerError::Metrics)?;
             tracing::info!(%address, "metrics on http://{address}/metrics");
-            let health = Arc::new(Health::new(&config.origin.addr));
+            let health = Arc::new(Health::new(global.upstreams.clone()));
             // The listeners are bound; the worker below accepts on them.
             health.set_listening(true);
             Some(tokio::spawn(crate::admin::serve(
@@ -151,7 +151,8 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let mut generation = generations.borrow_and_update().clone();
-    let first = Arc::new(Worker::new(&generation.global, shutdown.clone())?);
+    generation.global.upstreams.start_checks();
+    let first = Arc::new(Worker::new(&generation.global, shutdown.clone()));
     let (current, _) = watch::channel(first);
     let tracker = TaskTracker::new();
     // Accept loops by configured address: the listener they serve, and
@@ -210,14 +211,8 @@ pub async fn run_worker(
                     break;
                 }
                 generation = generations.borrow_and_update().clone();
-                match Worker::new(&generation.global, shutdown.clone()) {
-                    Ok(worker) => {
-                        current.send_replace(Arc::new(worker));
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "cannot apply the new configuration in a worker");
-                    }
-                }
+                generation.global.upstreams.start_checks();
+                current.send_replace(Arc::new(Worker::new(&generation.global, shutdown.clone())));
             }
             () = shutdown.cancelled() => break,
         }
@@ -399,6 +394,7 @@ async fn serve_connection(
             let ctx = ConnContext::new(peer, local, true, protocol).with_tls(
                 session.protocol_version().map(tls::version_name),
                 session.alpn_protocol().map(tls::alpn_name),
+                worker.sites.for_sni(session.server_name()),
             );
             let ctx = Arc::new(ctx);
             if h2 {

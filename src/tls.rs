@@ -1,11 +1,15 @@
-//! The rustls acceptor: ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, one
-//! certificate (from PEM files, or generated for local development).
+//! The rustls acceptor: ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, a
+//! certificate per site chosen by SNI (from PEM files, or generated for
+//! local development).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -171,14 +175,9 @@ fn name_matches(name: &str, host: &str) -> bool {
     }
 }
 
-/// The acceptor and the leaf certificate it serves.
-pub struct Acceptor {
-    pub acceptor: TlsAcceptor,
-    pub leaf: CertificateDer<'static>,
-}
-
-/// Build the acceptor for a certificate source.
-pub fn acceptor(source: &TlsSource) -> Result<Acceptor, TlsError> {
+/// Load (or generate) the certificate of `source`, with its key checked
+/// against it.
+pub fn certified(source: &TlsSource) -> Result<Arc<CertifiedKey>, TlsError> {
     let pair = match source {
         TlsSource::Files { cert, key } => {
             let pair = load_pair(cert, key)?;
@@ -193,22 +192,81 @@ pub fn acceptor(source: &TlsSource) -> Result<Acceptor, TlsError> {
             self_signed()?.0
         }
     };
-    let leaf = pair.chain[0].clone();
-    Ok(Acceptor {
-        acceptor: TlsAcceptor::from(Arc::new(server_config(pair)?)),
-        leaf,
-    })
+    let provider = rustls::crypto::ring::default_provider();
+    let key = provider.key_provider.load_private_key(pair.key)?;
+    Ok(Arc::new(CertifiedKey::new(pair.chain, key)))
 }
 
-/// A rustls server config with our ALPN list and the ring provider.
-pub fn server_config(pair: CertifiedPair) -> Result<ServerConfig, TlsError> {
+/// The certificates of every site, chosen by the name a client sends in
+/// its TLS handshake (SNI): a site's own, else the fallback (the default
+/// site's, or `[tls]`'s). A client that sends no name, or a name no site
+/// has, gets the fallback and then a 421 for a host no site serves.
+#[derive(Debug, Default)]
+pub struct SiteCerts {
+    /// Lower-case names, exact.
+    exact: HashMap<String, (usize, Arc<CertifiedKey>)>,
+    /// `*.suffix` names, by suffix.
+    wildcard: Vec<(String, usize, Arc<CertifiedKey>)>,
+    fallback: Option<(Option<usize>, Arc<CertifiedKey>)>,
+}
+
+impl SiteCerts {
+    /// Add `site`'s `names`, served with `cert`.
+    pub fn add(&mut self, site: usize, names: &[String], cert: &Arc<CertifiedKey>) {
+        for name in names {
+            match name.strip_prefix("*.") {
+                Some(suffix) => self.wildcard.push((suffix.to_owned(), site, cert.clone())),
+                None => {
+                    self.exact.insert(name.clone(), (site, cert.clone()));
+                }
+            }
+        }
+    }
+
+    /// The certificate for names no site has, served for `site` if any.
+    pub fn set_fallback(&mut self, site: Option<usize>, cert: Arc<CertifiedKey>) {
+        self.fallback = Some((site, cert));
+    }
+
+    /// The site a client's SNI name picked, and its certificate.
+    pub fn lookup(&self, name: Option<&str>) -> Option<(Option<usize>, &Arc<CertifiedKey>)> {
+        if let Some(name) = name {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some((site, cert)) = self.exact.get(&name) {
+                return Some((Some(*site), cert));
+            }
+            if let Some((_, rest)) = name.split_once('.') {
+                let found = self.wildcard.iter().find(|(suffix, ..)| suffix == rest);
+                if let Some((_, site, cert)) = found {
+                    return Some((Some(*site), cert));
+                }
+            }
+        }
+        self.fallback.as_ref().map(|(site, cert)| (*site, cert))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.fallback.is_none()
+    }
+}
+
+impl ResolvesServerCert for SiteCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.lookup(hello.server_name())
+            .map(|(_, cert)| cert.clone())
+    }
+}
+
+/// The acceptor serving `certs`: ALPN h2 and http/1.1, TLS 1.3 and 1.2,
+/// the ring provider.
+pub fn acceptor(certs: Arc<SiteCerts>) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(pair.chain, pair.key)?;
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
-    Ok(config)
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// rustls accepts a key that does not belong to the certificate and fails

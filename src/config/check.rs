@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-use super::{LogFormat, OriginAddr, PreloadMode, Problem};
+use super::{Balance, LogFormat, OriginAddr, PreloadMode, Problem};
 
 pub(super) const KIB: u64 = 1 << 10;
 pub(super) const MIB: u64 = 1 << 20;
@@ -170,6 +170,36 @@ pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
 /// An optional address: given means used.
 pub(super) fn some_socket_addr(text: String) -> Result<Option<SocketAddr>, String> {
     socket_addr(&text).map(Some)
+}
+
+/// An origin address: `http://host:port` or `unix:/path/to.sock`.
+pub(super) fn origin_addr(text: String) -> Result<OriginAddr, String> {
+    parse_origin(&text)
+}
+
+/// How an upstream spreads requests over its addresses.
+pub(super) fn balance(text: String) -> Result<Balance, String> {
+    match text.as_str() {
+        "round_robin" => Ok(Balance::RoundRobin),
+        "least_outstanding" => Ok(Balance::LeastOutstanding),
+        _ => Err(format!(
+            "{text:?} is not a balancing method; expected \"round_robin\" or \"least_outstanding\""
+        )),
+    }
+}
+
+/// The path an active health check requests: origin-form, no spaces.
+pub(super) fn health_path(path: String) -> Result<Option<String>, String> {
+    let usable = path.starts_with('/')
+        && http::uri::PathAndQuery::from_maybe_shared(path.clone()).is_ok()
+        && !path.bytes().any(|b| b == b' ' || b.is_ascii_control());
+    if usable {
+        Ok(Some(path))
+    } else {
+        Err(format!(
+            "{path:?} is not a request path; expected a path starting with '/', such as \"/health\""
+        ))
+    }
 }
 
 /// A cookie name: an RFC 9110 token.

@@ -24,7 +24,9 @@
 //! - a line in `$raw::check`, which parses the value and reports a bad one
 //!   under `table.key`, spelled from the same tokens as the raw field;
 //! - the key's name in `$raw::KEYS`, and the table in `SECTIONS`, which the
-//!   tests hold against docs/configuration.md and proxy.toml.
+//!   tests hold against docs/configuration.md and proxy.toml;
+//! - `$raw::check_over`, the same checks for a copy of the table written
+//!   elsewhere (`[upstreams.NAME]`, a site's `[sites.push]`), over a base.
 //!
 //! An entry `by hand field: Type, from key: Raw;` declares a key that is
 //! checked outside the macro (`origin.url`, which is required and so has no
@@ -133,8 +135,27 @@ macro_rules! sections {
         impl $raw {
             /// Checks every key, each problem under its key; an absent or bad
             /// value leaves the default.
+            #[allow(dead_code)]
             pub(super) fn check(self, check: &mut Checker) -> $name {
                 sections!(@parse check self $table [$(($key $field ($default) ($parse)))*]);
+                $name { $($field,)* }
+            }
+
+            /// Checks every key as a table written at `path` (such as
+            /// `upstreams.app` or `sites[0].push`); an absent or bad value
+            /// leaves `base`'s.
+            #[allow(dead_code)]
+            pub(super) fn check_over(self, check: &mut Checker, base: &$name, path: &str) -> $name {
+                let ($($field,)*) = ($(
+                    match check.parse(
+                        &format!("{path}.{}", stringify!($key)),
+                        self.$key,
+                        $parse,
+                    ) {
+                        Some(value) => value,
+                        None => base.$field.clone(),
+                    },
+                )*);
                 $name { $($field,)* }
             }
         }

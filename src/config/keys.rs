@@ -1,7 +1,8 @@
 //! Every key of the plain tables, declared once: its doc comment, typed
 //! field, default, the type toml reads it as, and its check. See
 //! `declare.rs` for what an entry expands to. `[[listen]]`, `[tls]` and
-//! `origin.url` are checked by hand in `special.rs`.
+//! `origin.url` are checked by hand in `special.rs`, `[[sites]]` in
+//! `sites.rs`. `[upstreams]` declares the keys of each `[upstreams.NAME]`.
 //!
 //! A new key is one entry here, plus its row in docs/configuration.md and
 //! its line in proxy.toml (a test fails until both are there).
@@ -13,18 +14,18 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::{
-    as_is, cookie_name, count, duration, each, header_name, log_format, log_level, log_path,
-    positive_duration, preload_mode, route_pattern, server_name, size, some_socket_addr, Checker,
-    Loose, GIB, MIB, MIN_HEADER_BUFFER,
+    as_is, balance, cookie_name, count, duration, each, header_name, health_path, log_format,
+    log_level, log_path, origin_addr, positive_duration, preload_mode, route_pattern, server_name,
+    size, some_socket_addr, Checker, Loose, GIB, MIB, MIN_HEADER_BUFFER,
 };
-use super::{LogFormat, OriginAddr, PreloadMode};
+use super::{Balance, LogFormat, OriginAddr, PreloadMode};
 
 sections! {
     /// Where requests go, and how origin connections are pooled.
     [origin] OriginConfig, RawOrigin {
-        /// `http://host:port` or `unix:/path/to.sock`. Required, so it has
-        /// no default.
-        by hand addr: OriginAddr, from url: String;
+        /// `http://host:port` or `unix:/path/to.sock`: the upstream named
+        /// `origin`. Required without `[[sites]]`, so it has no default.
+        by hand addr: Option<OriginAddr>, from url: String;
         /// Origin connections open at once over all workers (one request each).
         max_concurrent_requests: usize = 256,
             from i64, check count(1..=i64::MAX);
@@ -38,6 +39,39 @@ sections! {
         /// hyper's http1_max_buf_size for origin responses.
         max_response_header_size => max_response_header_bytes: usize = 64 * 1024,
             from Loose, check size(MIN_HEADER_BUFFER..=u64::MAX);
+    }
+
+    /// One named group of origin addresses (`[upstreams.NAME]`), and how
+    /// requests are spread over them and kept away from failing ones.
+    [upstreams] UpstreamSettings, RawUpstream {
+        /// The addresses, `http://host:port` or `unix:/path/to.sock`; at
+        /// least one (checked in `sites.rs`).
+        servers: Vec<OriginAddr> = Vec::new(),
+            from Vec<String>, check each(origin_addr);
+        /// How an address is picked for each request.
+        balance: Balance = Balance::RoundRobin,
+            from String, check balance;
+        /// Consecutive failures (connect errors, timeouts, broken responses)
+        /// that take an address out of rotation; `0`: never.
+        max_fails: u32 = 3,
+            from i64, check count(0..=1_000_000);
+        /// How long an address stays out after `max_fails`.
+        fail_timeout: Duration = Duration::from_secs(10),
+            from Loose, check positive_duration;
+        /// Request this path on every address, every
+        /// `health_check_interval`, and keep an address out of rotation
+        /// while the answer is not `health_check_status`. None: no checks.
+        health_check_path: Option<String> = None,
+            from String, check health_path;
+        /// Time between two active checks of one address.
+        health_check_interval: Duration = Duration::from_secs(5),
+            from Loose, check positive_duration;
+        /// How long one active check may take.
+        health_check_timeout: Duration = Duration::from_secs(2),
+            from Loose, check positive_duration;
+        /// The status a healthy address answers with.
+        health_check_status: u16 = 200,
+            from i64, check count(100..=599);
     }
 
     /// How long each side may take.

@@ -23,6 +23,8 @@
 //!   each one replaces.
 //! - `special.rs` checks what does not fit one entry: `[[listen]]`, `[tls]`,
 //!   the required `origin.url`, and `metrics.listen` against the listeners.
+//! - `sites.rs` checks `[upstreams.NAME]` (keys declared in `keys.rs`) and
+//!   `[[sites]]` with their routes, or makes the implicit site.
 //! - `check.rs` holds the `Checker` and the value parsers.
 
 #[macro_use]
@@ -32,10 +34,12 @@ mod check;
 mod documented;
 mod flags;
 mod keys;
+mod sites;
 mod special;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -52,8 +56,9 @@ pub use check::parse_filter;
 pub use flags::Overrides;
 pub use keys::{
     Forwarding, HintSettings, Limits, LogConfig, MetricsConfig, OriginConfig, PushSettings,
-    ServerSettings, Timeouts,
+    ServerSettings, Timeouts, UpstreamSettings,
 };
+pub use sites::{PathMatch, RouteConfig, SiteConfig, UpstreamConfig, ORIGIN_UPSTREAM};
 
 /// The whole validated configuration. Every field has a default, so an empty
 /// file plus `--listen/--origin/--self-signed` flags is a complete config.
@@ -70,6 +75,18 @@ pub struct Config {
     pub push: PushSettings,
     pub hints: HintSettings,
     pub server: ServerSettings,
+    /// The named upstreams; `origin` (for `origin.url`) first when set.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The sites, in file order; one implicit default site without
+    /// `[[sites]]`.
+    pub sites: Vec<SiteConfig>,
+}
+
+impl Config {
+    /// Whether any listener speaks TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.listeners.iter().any(|l| l.tls)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +137,15 @@ pub enum OriginAddr {
     Tcp { host: String, port: u16 },
     /// `unix:/path/to.sock`
     Unix(PathBuf),
+}
+
+/// How an upstream picks an address for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each address in turn.
+    RoundRobin,
+    /// The address with the fewest requests in flight (over all workers).
+    LeastOutstanding,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +279,9 @@ struct RawFile {
     hints: keys::RawHints,
     #[serde(default)]
     server: keys::RawServer,
+    #[serde(default)]
+    upstreams: BTreeMap<String, keys::RawUpstream>,
+    sites: Option<Vec<sites::RawSite>>,
 }
 
 fn parse(text: &str, path: Option<&Path>) -> Result<RawFile, ConfigError> {
@@ -269,8 +298,9 @@ fn parse(text: &str, path: Option<&Path>) -> Result<RawFile, ConfigError> {
 fn build(mut raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, ConfigError> {
     let mut check = Checker::new(ov.replace_keys(&mut raw));
     let listeners = check.listeners(raw.listen, ov);
-    let tls = check.tls(raw.tls, base_dir, ov, &listeners);
-    let addr = check.origin_url(raw.origin.url.take());
+    let has_sites = raw.sites.as_ref().is_some_and(|sites| !sites.is_empty());
+    let tls = check.tls(raw.tls, base_dir, ov, &listeners, has_sites);
+    let addr = check.origin_url(raw.origin.url.take(), has_sites);
     let origin = raw.origin.check(&mut check, addr);
     let timeouts = raw.timeouts.check(&mut check);
     let limits = raw.limits.check(&mut check);
@@ -283,6 +313,19 @@ fn build(mut raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Co
     let push = raw.push.check(&mut check);
     let hints = raw.hints.check(&mut check);
     let server = raw.server.check(&mut check);
+    let origin_addr = origin.as_ref().and_then(|origin| origin.addr.as_ref());
+    let upstreams = check.upstreams(raw.upstreams, origin_addr);
+    let uses_tls = listeners.iter().any(|l| l.config.tls);
+    let sites = check.sites(
+        raw.sites,
+        base_dir,
+        &upstreams,
+        &tls,
+        uses_tls,
+        &push,
+        &hints,
+        &server.names,
+    );
 
     match origin {
         Some(origin) if check.count() == 0 => Ok(Config {
@@ -297,6 +340,8 @@ fn build(mut raw: RawFile, base_dir: &Path, ov: &Overrides) -> Result<Config, Co
             push,
             hints,
             server,
+            upstreams,
+            sites,
         }),
         _ => Err(ConfigError::Invalid(check.into_problems())),
     }

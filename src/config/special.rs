@@ -54,15 +54,24 @@ pub(super) struct Listener {
 }
 
 impl Checker {
-    /// `origin.url` (or `--origin`): required.
-    pub(super) fn origin_url(&mut self, url: Option<String>) -> Option<OriginAddr> {
+    /// `origin.url` (or `--origin`): required without `[[sites]]`. `None`
+    /// when it is bad or missing where required; `Some(None)` when it may
+    /// be left out and is.
+    pub(super) fn origin_url(
+        &mut self,
+        url: Option<String>,
+        sites: bool,
+    ) -> Option<Option<OriginAddr>> {
         let Some(url) = url else {
+            if sites {
+                return Some(None);
+            }
             let message = "is required; set it to \"http://host:port\" or \"unix:/path/to.sock\", \
-                           or pass --origin URL";
+                           or pass --origin URL (or describe [[sites]] and their upstreams)";
             self.problem("origin.url", message);
             return None;
         };
-        self.ok("origin.url", parse_origin(&url))
+        self.ok("origin.url", parse_origin(&url)).map(Some)
     }
 
     /// The metrics endpoint may not take a listener's address.
@@ -189,6 +198,7 @@ impl Checker {
         base_dir: &Path,
         ov: &Overrides,
         listeners: &[Listener],
+        sites: bool,
     ) -> TlsConfig {
         // Any TLS flag replaces the file's [tls] choice as a whole, so that
         // `--self-signed` works with a file that names certificate files.
@@ -249,7 +259,8 @@ impl Checker {
                 watch,
             };
         };
-        if source.is_none() && self.count() == before {
+        // With sites, each may have its own certificate: checked there.
+        if source.is_none() && self.count() == before && !sites {
             let message = format!(
                 "{} ({}) uses TLS, so a certificate is needed; set tls.cert and tls.key, or \
                  tls.self_signed = true for development \
@@ -261,7 +272,7 @@ impl Checker {
         TlsConfig { source, watch }
     }
 
-    fn readable_file(&mut self, key: &str, path: &Path) {
+    pub(super) fn readable_file(&mut self, key: &str, path: &Path) {
         let result = fs::File::open(path).and_then(|file| file.metadata());
         match result {
             Ok(meta) if meta.is_file() => {}

@@ -72,7 +72,7 @@ fn empty_file_with_flags_gives_every_default() {
     assert_eq!(config.tls.source, Some(TlsSource::SelfSigned));
     let origin = &config.origin;
     let host = "127.0.0.1".to_owned();
-    assert_eq!(origin.addr, OriginAddr::Tcp { host, port: 8080 });
+    assert_eq!(origin.addr, Some(OriginAddr::Tcp { host, port: 8080 }));
     assert_eq!(origin.max_concurrent_requests, 256);
     assert_eq!(origin.max_idle_per_host, 256);
     assert_eq!(origin.pool_idle_timeout, Duration::from_secs(30));
@@ -215,7 +215,7 @@ fn full_file_sets_every_key() {
     assert_eq!(config.tls.source, Some(TlsSource::Files { cert, key }));
     let origin = &config.origin;
     let host = "app.internal".to_owned();
-    assert_eq!(origin.addr, OriginAddr::Tcp { host, port: 3000 });
+    assert_eq!(origin.addr, Some(OriginAddr::Tcp { host, port: 3000 }));
     assert_eq!(origin.max_concurrent_requests, 32);
     assert_eq!(origin.max_idle_per_host, 0);
     assert_eq!(origin.pool_idle_timeout, Duration::from_secs(90));
@@ -271,7 +271,10 @@ fn shipped_reference_config_is_valid_and_runnable() {
     assert!(config.listeners[0].tls);
     assert_eq!(config.tls.source, Some(TlsSource::SelfSigned));
     let host = "127.0.0.1".to_owned();
-    assert_eq!(config.origin.addr, OriginAddr::Tcp { host, port: 8080 });
+    assert_eq!(
+        config.origin.addr,
+        Some(OriginAddr::Tcp { host, port: 8080 })
+    );
 }
 
 #[test]
@@ -476,7 +479,7 @@ fn unix_socket_origin_from_the_file() {
     let config = load_str(text, &Overrides::default()).expect("valid");
     assert_eq!(
         config.origin.addr,
-        OriginAddr::Unix(PathBuf::from("/run/puma.sock"))
+        Some(OriginAddr::Unix(PathBuf::from("/run/puma.sock")))
     );
 }
 
@@ -707,7 +710,7 @@ fn flags_win_over_the_file() {
     assert_eq!(config.tls.source, Some(TlsSource::Files { cert, key }));
     assert_eq!(
         config.origin.addr,
-        OriginAddr::Unix(PathBuf::from("/run/app.sock"))
+        Some(OriginAddr::Unix(PathBuf::from("/run/app.sock")))
     );
     assert_eq!(config.log.level.as_deref(), Some("debug"));
     assert_eq!(config.log.format, LogFormat::Json);

@@ -1,0 +1,265 @@
+//! Sites at run time: which site a request's host name picks, which route
+//! its path takes, and each site's push and hint state.
+//!
+//! A site is found by the request's host (`:authority` or `Host`): an
+//! exact name, then a `*.suffix` name, then the default site. A request no
+//! site answers for gets 421 on TLS and 404 in cleartext. On TLS, a request
+//! for a site other than the one the handshake's SNI picked also gets 421
+//! unless both sites share a certificate (RFC 9110 §15.5.20): a browser
+//! that reused the connection for another name then connects afresh.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::header::HeaderName;
+use rustls::sign::CertifiedKey;
+
+use crate::config::{Config, HintSettings, PreloadMode, PushSettings, RouteConfig};
+use crate::error::ProxyError;
+use crate::policy::digest::Validators;
+use crate::policy::hints::LearnedHints;
+use crate::policy::push;
+use crate::tls::{self, ServerNames, SiteCerts, TlsError};
+
+/// Every site of one configuration.
+pub struct Sites {
+    sites: Vec<Site>,
+    /// Lower-case exact names.
+    exact: HashMap<String, usize>,
+    /// `*.suffix` names, by suffix.
+    wildcard: Vec<(String, usize)>,
+    default: Option<usize>,
+    /// The certificates by SNI name; empty without TLS.
+    certs: Arc<SiteCerts>,
+}
+
+/// One site.
+pub struct Site {
+    /// Its first name, or `default`, for logs.
+    pub label: String,
+    /// Its names as configured.
+    configured: Vec<String>,
+    /// The names pushes may be promised under.
+    pub names: ServerNames,
+    pub routes: Vec<RouteConfig>,
+    pub push: PushSettings,
+    pub hints: HintSettings,
+    /// The push rules' view of `push`, and the same with push off, for
+    /// routes that turn it off.
+    policy: push::Policy,
+    no_push: push::Policy,
+    /// `push.forward_headers`, as header names.
+    pub forward_headers: Vec<HeaderName>,
+    /// Learned early hints, when `hints.learn` is on.
+    pub learned: Option<Arc<LearnedHints>>,
+    /// Validators of assets seen, when `push.cache_digest` is on.
+    pub validators: Option<Arc<Validators>>,
+    /// The certificate this site is served with, if any.
+    cert: Option<Arc<CertifiedKey>>,
+}
+
+impl Sites {
+    /// The sites of `config`, their certificates loaded (a bad one fails
+    /// here). `previous`, on a reload, hands over each site's learned hints
+    /// and validators when the site (by position and names) and those
+    /// settings are unchanged.
+    pub fn new(config: &Config, previous: Option<&Sites>) -> Result<Sites, TlsError> {
+        let uses_tls = config.uses_tls();
+        let fallback = match (&config.tls.source, uses_tls) {
+            (Some(source), true) => Some(tls::certified(source)?),
+            _ => None,
+        };
+        let mut sites = Vec::with_capacity(config.sites.len());
+        let mut certs = SiteCerts::default();
+        let (mut exact, mut wildcard) = (HashMap::new(), Vec::new());
+        for (index, site) in config.sites.iter().enumerate() {
+            let cert = match (&site.cert, uses_tls) {
+                (Some(source), true) => Some(tls::certified(source)?),
+                _ => fallback.clone(),
+            };
+            if let Some(cert) = &cert {
+                certs.add(index, &site.names, cert);
+            }
+            for name in &site.names {
+                match name.strip_prefix("*.") {
+                    Some(suffix) => wildcard.push((suffix.to_owned(), index)),
+                    None => {
+                        exact.insert(name.clone(), index);
+                    }
+                }
+            }
+            let before = previous
+                .and_then(|previous| previous.sites.get(index))
+                .filter(|old| old.configured == site.names);
+            let learned = site.hints.learn.then(|| {
+                before
+                    .filter(|old| old.hints == site.hints)
+                    .and_then(|old| old.learned.clone())
+                    .unwrap_or_else(|| Arc::new(LearnedHints::new(&site.hints)))
+            });
+            let validators = site.push.cache_digest.then(|| {
+                let ttl = site.push.cache_digest_validator_ttl;
+                before
+                    .filter(|old| old.push.cache_digest_validator_ttl == ttl)
+                    .and_then(|old| old.validators.clone())
+                    .unwrap_or_else(|| Arc::new(Validators::new(ttl)))
+            });
+            let leaf = cert.as_ref().and_then(|c| c.cert.first().cloned());
+            let policy = policy(&site.push);
+            sites.push(Site {
+                label: site
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "default".to_owned()),
+                names: ServerNames::new(&site.names, leaf),
+                configured: site.names.clone(),
+                routes: site.routes.clone(),
+                forward_headers: site
+                    .push
+                    .forward_headers
+                    .iter()
+                    .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                    .collect(),
+                push: site.push.clone(),
+                hints: site.hints.clone(),
+                no_push: push::Policy {
+                    enabled: false,
+                    ..policy.clone()
+                },
+                policy,
+                learned,
+                validators,
+                cert,
+            });
+        }
+        let default = config.sites.iter().position(|site| site.default);
+        // Names no site has get the default site's certificate, else
+        // `[tls]`'s, else the first site's.
+        let fallback_site = default.or(if fallback.is_none() { Some(0) } else { None });
+        let fallback_cert = fallback_site
+            .and_then(|i| sites.get(i))
+            .and_then(|site| site.cert.clone())
+            .or(fallback);
+        if let Some(cert) = fallback_cert {
+            certs.set_fallback(default, cert);
+        }
+        Ok(Sites {
+            sites,
+            exact,
+            wildcard,
+            default,
+            certs: Arc::new(certs),
+        })
+    }
+
+    /// The certificates, for the TLS acceptor; `None` without any.
+    pub fn certs(&self) -> Option<Arc<SiteCerts>> {
+        (!self.certs.is_empty()).then(|| self.certs.clone())
+    }
+
+    /// The site a handshake's SNI name picked (`None`: the default site or
+    /// none).
+    pub fn for_sni(&self, name: Option<&str>) -> Option<usize> {
+        self.certs.lookup(name).and_then(|(site, _)| site)
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Site> {
+        self.sites.get(index)
+    }
+
+    /// The site for a request to `host` (an authority's host part) on a
+    /// connection whose handshake picked `sni_site`; `secure` on TLS.
+    pub fn find(
+        &self,
+        host: &str,
+        secure: bool,
+        sni_site: Option<usize>,
+    ) -> Result<usize, ProxyError> {
+        let found = if self.sites.len() == 1 && self.default == Some(0) {
+            // One site that answers for everything: nothing to look up.
+            Some(0)
+        } else {
+            self.lookup(host)
+        };
+        let unknown = if secure {
+            ProxyError::Misdirected
+        } else {
+            ProxyError::UnknownSite
+        };
+        let Some(found) = found else {
+            return Err(unknown);
+        };
+        if let (true, Some(picked)) = (secure, sni_site) {
+            if picked != found && !self.same_cert(picked, found) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
+        Ok(found)
+    }
+
+    fn lookup(&self, host: &str) -> Option<usize> {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .trim_end_matches('.');
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(index) = self.exact.get(host) {
+            return Some(*index);
+        }
+        if let Some((_, rest)) = host.split_once('.') {
+            if let Some((_, index)) = self.wildcard.iter().find(|(suffix, _)| suffix == rest) {
+                return Some(*index);
+            }
+        }
+        self.default
+    }
+
+    fn same_cert(&self, a: usize, b: usize) -> bool {
+        match (
+            self.sites.get(a).and_then(|s| s.cert.as_ref()),
+            self.sites.get(b).and_then(|s| s.cert.as_ref()),
+        ) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Site {
+    /// The route `path` (without query) takes. A checked configuration
+    /// ends every site's routes with one that takes every path.
+    pub fn route(&self, path: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|route| route.path.matches(path))
+    }
+
+    /// The push rules for a response of `route`.
+    pub fn policy(&self, route: &RouteConfig) -> &push::Policy {
+        if route.push {
+            &self.policy
+        } else {
+            &self.no_push
+        }
+    }
+}
+
+/// The push rules' view of a site's `[push]`.
+fn policy(settings: &PushSettings) -> push::Policy {
+    push::Policy {
+        enabled: settings.enabled,
+        preload: match settings.preload {
+            PreloadMode::Push => push::PreloadMode::Push,
+            PreloadMode::HintOnly => push::PreloadMode::HintOnly,
+        },
+        max_pushes_per_response: settings.max_pushes_per_response,
+        allow_credentialed: settings.allow_credentialed,
+        dry_run: settings.dry_run,
+    }
+}
