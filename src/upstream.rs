@@ -35,9 +35,9 @@ use crate::error::ProxyError;
 use crate::origin::{Address, AddressState, ClientShare, Origin, OriginBody, ResponseBody};
 use crate::request_body::Upload;
 
-/// Most addresses in one upstream (each request tracks those it tried in
-/// one word).
-pub const MAX_SERVERS: usize = 64;
+// A checked configuration has at most `config::MAX_SERVERS` addresses per
+// upstream, so a request tracks those it tried in one word.
+const _: () = assert!(crate::config::MAX_SERVERS <= 64);
 
 /// Every upstream of one configuration.
 pub struct Upstreams {

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use clap::{Args, Command, FromArgMatches};
 
-use super::keys::SECTIONS;
+use super::keys::{UpstreamSettings, SECTIONS};
+use super::sites::SITE_KEYS;
 use super::special::SPECIAL_KEYS;
 use super::{Config, Overrides, RawFile};
 
@@ -20,7 +21,12 @@ fn read(relative: &str) -> String {
 /// Every declared table with its keys: the hand-checked ones first, as in
 /// the file.
 fn all_keys() -> Vec<(&'static str, &'static [&'static str])> {
-    SPECIAL_KEYS.iter().chain(SECTIONS).copied().collect()
+    SPECIAL_KEYS
+        .iter()
+        .chain(SITE_KEYS)
+        .chain(SECTIONS)
+        .copied()
+        .collect()
 }
 
 /// A table of a Markdown document, under the nearest heading above it.
@@ -74,7 +80,11 @@ fn markdown_tables(doc: &str) -> Vec<DocTable> {
 
 /// The key table of `[table]` (or `[[table]]`) in docs/configuration.md.
 fn doc_table<'a>(tables: &'a [DocTable], table: &str) -> &'a DocTable {
-    let headings = [format!("`[{table}]`"), format!("`[[{table}]]`")];
+    let headings = [
+        format!("`[{table}]`"),
+        format!("`[[{table}]]`"),
+        format!("`[{table}.NAME]`"),
+    ];
     tables
         .iter()
         .find(|t| headings.contains(&t.heading))
@@ -111,13 +121,22 @@ fn every_key_has_a_line_in_its_table_in_the_reference_config() {
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut table = String::new();
     for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            table = line.trim_matches(['[', ']']).to_owned();
+        let setting = line.strip_prefix('#').unwrap_or(line).trim();
+        // A table header, commented out or not, starts a table: `[push]`,
+        // `# [[sites]]`. `[upstreams.NAME]` holds the keys of `upstreams`,
+        // and a site's `[sites.push]` and `[sites.hints]` those of `push`
+        // and `hints`.
+        if setting.starts_with('[') && setting.ends_with(']') && !setting.contains(' ') {
+            let name = setting.trim_matches(['[', ']']);
+            table = match name.split_once('.') {
+                Some(("upstreams", _)) => "upstreams".to_owned(),
+                Some(("sites", sub @ ("push" | "hints"))) => sub.to_owned(),
+                _ => name.to_owned(),
+            };
             continue;
         }
-        let setting = line.strip_prefix('#').unwrap_or(line).trim();
         // Only a line that is a TOML setting on its own counts, not prose
-        // that happens to start with a key, nor a commented-out table.
+        // that happens to start with a key.
         if setting.starts_with('[') {
             continue;
         }
@@ -218,6 +237,23 @@ fn documented_defaults_are_the_declared_defaults() {
                 continue;
             };
             let key = row[0].trim_matches('`');
+            if *table == "upstreams" {
+                let text =
+                    format!("[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n{key} = {value}");
+                let config = Config::from_toml_str(&text, Path::new("."), &flags)
+                    .unwrap_or_else(|err| panic!("documented default upstreams.{key}: {err}"));
+                let found = &config.upstreams.last().expect("the upstream").settings;
+                let expected = UpstreamSettings {
+                    servers: found.servers.clone(),
+                    ..UpstreamSettings::default()
+                };
+                assert_eq!(
+                    found, &expected,
+                    "the documented default upstreams.{key} = {value}"
+                );
+                checked += 1;
+                continue;
+            }
             let text = format!("[{table}]\n{key} = {value}");
             let config = Config::from_toml_str(&text, Path::new("."), &flags)
                 .unwrap_or_else(|err| panic!("documented default {table}.{key} = {value}: {err}"));

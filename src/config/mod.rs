@@ -58,7 +58,7 @@ pub use keys::{
     Forwarding, HintSettings, Limits, LogConfig, MetricsConfig, OriginConfig, PushSettings,
     ServerSettings, Timeouts, UpstreamSettings,
 };
-pub use sites::{PathMatch, RouteConfig, SiteConfig, UpstreamConfig, ORIGIN_UPSTREAM};
+pub use sites::{PathMatch, RouteConfig, SiteConfig, UpstreamConfig, MAX_SERVERS, ORIGIN_UPSTREAM};
 
 /// The whole validated configuration. Every field has a default, so an empty
 /// file plus `--listen/--origin/--self-signed` flags is a complete config.

@@ -16,6 +16,9 @@ use super::check::{each, server_name, Checker};
 use super::keys::{HintSettings, PushSettings, RawHints, RawPush, RawUpstream, UpstreamSettings};
 use super::{OriginAddr, TlsConfig, TlsSource};
 
+/// Most addresses in one upstream.
+pub const MAX_SERVERS: usize = 64;
+
 /// The upstream that `origin.url` stands for.
 pub const ORIGIN_UPSTREAM: &str = "origin";
 
@@ -145,13 +148,19 @@ impl Checker {
                 self.problem(&path, message);
                 continue;
             }
-            let given = table.servers.as_ref().is_some_and(|s| !s.is_empty());
+            let given = table.servers.as_ref().map_or(0, Vec::len);
             let settings = table.check_over(self, &UpstreamSettings::default(), &path);
-            if !given {
+            if given == 0 {
                 let message = "is required: at least one address, such as \
                                [\"http://127.0.0.1:8080\", \"unix:/run/app.sock\"]";
                 self.problem(&format!("{path}.servers"), message);
                 continue;
+            }
+            if given > MAX_SERVERS {
+                let message = format!(
+                    "has {given} addresses; an upstream has at most {MAX_SERVERS}, so split it"
+                );
+                self.problem(&format!("{path}.servers"), message);
             }
             upstreams.push(UpstreamConfig { name, settings });
         }
