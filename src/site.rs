@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http::header::HeaderName;
 use rustls::sign::CertifiedKey;
 
-use crate::config::{Config, HintSettings, PreloadMode, PushSettings, RouteConfig};
+use crate::config::{Config, HintSettings, PreloadMode, PushSettings, RouteConfig, TlsSource};
 use crate::error::ProxyError;
 use crate::policy::digest::Validators;
 use crate::policy::hints::LearnedHints;
@@ -72,9 +72,19 @@ impl Sites {
         let mut sites = Vec::with_capacity(config.sites.len());
         let mut certs = SiteCerts::default();
         let (mut exact, mut wildcard) = (HashMap::new(), Vec::new());
+        // Sites naming the same files share one certificate, so a request
+        // for one on a connection made for the other is not misdirected.
+        let mut loaded: Vec<(&TlsSource, Arc<CertifiedKey>)> = Vec::new();
         for (index, site) in config.sites.iter().enumerate() {
             let cert = match (&site.cert, uses_tls) {
-                (Some(source), true) => Some(tls::certified(source)?),
+                (Some(source), true) => match loaded.iter().find(|(s, _)| *s == source) {
+                    Some((_, cert)) => Some(cert.clone()),
+                    None => {
+                        let cert = tls::certified(source)?;
+                        loaded.push((source, cert.clone()));
+                        Some(cert)
+                    }
+                },
                 _ => fallback.clone(),
             };
             if let Some(cert) = &cert {
@@ -261,5 +271,114 @@ fn policy(settings: &PushSettings) -> push::Policy {
         max_pushes_per_response: settings.max_pushes_per_response,
         allow_credentialed: settings.allow_credentialed,
         dry_run: settings.dry_run,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use http::StatusCode;
+
+    fn config(tls: bool, sites: &str) -> Config {
+        let text = format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = {tls}\n[tls]\nself_signed = true\n\
+             [origin]\nurl = \"http://127.0.0.1:1\"\n{sites}"
+        );
+        Config::from_toml_str(&text, std::path::Path::new("."), &Overrides::default())
+            .expect("test config")
+    }
+
+    const TWO: &str = "[[sites]]\nnames = [\"shop.example\", \"*.cdn.example\", \"::1\"]\n\
+                       [[sites]]\nnames = [\"app.example\"]\n";
+
+    #[test]
+    fn a_host_picks_its_site_by_exact_then_wildcard_name() {
+        let sites = Sites::new(&config(false, TWO), None).expect("sites");
+        let table: &[(&str, Result<usize, StatusCode>)] = &[
+            ("shop.example", Ok(0)),
+            ("SHOP.Example", Ok(0)),
+            ("shop.example.", Ok(0)),
+            ("a.cdn.example", Ok(0)),
+            ("[::1]", Ok(0)),
+            ("app.example", Ok(1)),
+            ("a.b.cdn.example", Err(StatusCode::NOT_FOUND)),
+            ("cdn.example", Err(StatusCode::NOT_FOUND)),
+            ("other.example", Err(StatusCode::NOT_FOUND)),
+        ];
+        for (host, want) in table {
+            let found = sites.find(host, false, None).map_err(|e| e.status());
+            assert_eq!(&found, want, "{host}");
+        }
+        // Over TLS, a host no site answers for is misdirected.
+        let found = sites
+            .find("other.example", true, None)
+            .map_err(|e| e.status());
+        assert_eq!(found, Err(StatusCode::MISDIRECTED_REQUEST));
+    }
+
+    #[test]
+    fn the_default_site_takes_unknown_hosts_and_the_implicit_site_takes_all() {
+        let with_default = format!("{TWO}[[sites]]\ndefault = true\n");
+        let sites = Sites::new(&config(false, &with_default), None).expect("sites");
+        assert_eq!(sites.find("other.example", false, None).ok(), Some(2));
+        assert_eq!(sites.find("app.example", false, None).ok(), Some(1));
+        let implicit = Sites::new(&config(true, ""), None).expect("sites");
+        assert_eq!(implicit.find("anything", true, Some(0)).ok(), Some(0));
+    }
+
+    #[test]
+    fn a_request_for_another_sites_certificate_is_misdirected() {
+        let mut config = config(true, TWO);
+        // Each site with a certificate of its own.
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for (i, site) in config.sites.iter_mut().enumerate() {
+            let generated = rcgen::generate_simple_self_signed(site.names.clone()).expect("cert");
+            let (cert, key) = (
+                dir.path().join(format!("{i}.pem")),
+                dir.path().join(format!("{i}.key")),
+            );
+            std::fs::write(&cert, generated.cert.pem()).expect("write");
+            std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write");
+            site.cert = Some(TlsSource::Files { cert, key });
+        }
+        let sites = Sites::new(&config, None).expect("sites");
+        assert_eq!(sites.for_sni(Some("shop.example")), Some(0));
+        assert_eq!(sites.for_sni(Some("APP.example")), Some(1));
+        assert_eq!(sites.for_sni(Some("x.cdn.example")), Some(0));
+        assert_eq!(sites.for_sni(Some("unknown.example")), None);
+        assert_eq!(sites.for_sni(None), None);
+        let misdirected = sites
+            .find("app.example", true, Some(0))
+            .map_err(|e| e.status());
+        assert_eq!(misdirected, Err(StatusCode::MISDIRECTED_REQUEST));
+        assert_eq!(sites.find("app.example", true, Some(1)).ok(), Some(1));
+        // In cleartext there is no handshake to disagree with.
+        assert_eq!(sites.find("app.example", false, Some(0)).ok(), Some(1));
+
+        // Two sites naming the same files share the certificate, and so
+        // may share connections.
+        let mut shared = self::config(true, TWO);
+        shared.sites[1].cert = config.sites[0].cert.clone();
+        shared.sites[0].cert = config.sites[0].cert.clone();
+        let sites = Sites::new(&shared, None).expect("sites");
+        assert_eq!(sites.find("app.example", true, Some(0)).ok(), Some(1));
+    }
+
+    #[test]
+    fn routes_are_tried_in_order_and_the_site_upstream_takes_the_rest() {
+        let text = "[upstreams.static]\nservers = [\"http://127.0.0.1:2\"]\n\
+                    [[sites]]\ndefault = true\n\
+                    [[sites.routes]]\nexact = \"/static/special\"\npush = false\n\
+                    [[sites.routes]]\npath = \"/static\"\nupstream = \"static\"\n";
+        let sites = Sites::new(&config(false, text), None).expect("sites");
+        let site = sites.get(0).expect("the site");
+        let route = |path: &str| site.route(path).map(|r| (r.upstream, r.push));
+        assert_eq!(route("/static/special"), Some((0, false)));
+        assert_eq!(route("/static/app.css"), Some((1, true)));
+        assert_eq!(route("/staticfoo"), Some((0, true)));
+        assert_eq!(route("/"), Some((0, true)));
+        assert!(!site.policy(site.route("/static/special").unwrap()).enabled);
+        assert!(site.policy(site.route("/").unwrap()).enabled);
     }
 }
