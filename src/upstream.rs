@@ -351,11 +351,16 @@ impl Member {
             let until = now_ms().saturating_add(backoff.as_millis() as u64);
             self.out_until.store(until, Ordering::Relaxed);
             self.ejections.fetch_add(1, Ordering::Relaxed);
+            let what = if group.members.len() > 1 {
+                "taken out of rotation"
+            } else {
+                "failing (the upstream's only address, so it stays in use)"
+            };
             tracing::warn!(
                 upstream = %group.name,
                 address = %self.label,
                 failures = fails,
-                "upstream address taken out of rotation for {backoff:?}: {}",
+                "upstream address {what} for {backoff:?}: {}",
                 error.chain()
             );
         }

@@ -86,6 +86,41 @@ fn check_without_a_file_accepts_flags_alone() {
 }
 
 #[test]
+fn check_lists_sites_and_upstreams_and_names_a_bad_site_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = false\n\
+                [upstreams.shop]\nservers = [\"http://127.0.0.1:1\", \"unix:/run/php.sock\"]\n\
+                [[sites]]\nnames = [\"shop.example\"]\nupstream = \"shop\"\n\
+                [[sites]]\nnames = [\"app.example\"]\nupstream = \"shop\"\n";
+    let output = linkpush(&["check", "--config", &write_config(&dir, good)]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("2 site(s); upstreams: shop http://127.0.0.1:1 unix:/run/php.sock"),
+        "{stdout}"
+    );
+
+    let bad = good.replace(
+        "upstream = \"shop\"\n[[sites]]",
+        "upstream = \"shopp\"\n[[sites]]",
+    );
+    let output = linkpush(&["check", "--config", &write_config(&dir, &bad)]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "  - sites[0].upstream: \"shopp\" is not an upstream; declare it as \
+             [upstreams.shopp], or use one of [\"shop\"]"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_applies_flags_over_the_file_and_names_them() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
     let output = linkpush(&["check", "--config", shipped, "--workers", "5000"]);

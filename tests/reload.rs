@@ -376,7 +376,11 @@ async fn an_invalid_reload_keeps_the_running_configuration_and_says_why() {
 
 /// GET over an already open cleartext HTTP/1.1 connection.
 async fn h1_get(stream: &mut TcpStream, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    h1_get_host(stream, "localhost", path).await
+}
+
+async fn h1_get_host(stream: &mut TcpStream, host: &str, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     let mut buf = [0u8; 4096];
@@ -454,6 +458,70 @@ async fn listeners_come_and_go_on_reload_without_closing_the_ones_that_stay() {
     assert!(h1_get(&mut still, "/page")
         .await
         .starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_reload_adds_sites_and_routes_and_keeps_the_counters_of_an_unchanged_upstream() {
+    let origin = origin().await;
+    let other = origin_b().await;
+    let (plain, metrics) = (free_addr(), free_addr());
+    let pem = certificate(9);
+    let extra = format!("[metrics]\nlisten = \"{metrics}\"\n");
+    let proxy = Proxy::start(
+        &config(&[(plain, false)], &origin.url(), &extra),
+        &pem,
+        plain,
+    )
+    .await;
+    let mut open = TcpStream::connect(plain).await.unwrap();
+    assert!(h1_get_host(&mut open, "anything.example", "/page")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let counted = |text: &str| {
+        sample(
+            text,
+            &format!(
+                "linkpush_upstream_requests_total{{upstream=\"origin\",address=\"{}\"}}",
+                origin.addr
+            ),
+        )
+    };
+    assert_eq!(counted(&plain_get_soon(metrics, "/metrics").await), 1.0);
+
+    let sites = format!(
+        "{extra}[upstreams.b]\nservers = [\"{}\"]\n\
+         [[sites]]\nnames = [\"shop.example\"]\n\
+         [[sites.routes]]\npath = \"/b\"\nupstream = \"b\"\n",
+        other.url()
+    );
+    proxy.write(
+        "proxy.toml",
+        &config(&[(plain, false)], &origin.url(), &sites),
+    );
+    proxy.reload().await.expect("reload");
+
+    // New connections: the site's own paths and its route; other hosts
+    // are no site's now.
+    let mut fresh = TcpStream::connect(plain).await.unwrap();
+    let page = h1_get_host(&mut fresh, "shop.example", "/page").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let routed = h1_get_host(&mut fresh, "shop.example", "/b/x").await;
+    assert!(
+        routed.starts_with("HTTP/1.1 200") && routed.ends_with("origin b"),
+        "{routed}"
+    );
+    let mut third = TcpStream::connect(plain).await.unwrap();
+    let unknown = h1_get_host(&mut third, "anything.example", "/page").await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    // `origin` kept its settings, so its counters went on.
+    assert_eq!(counted(&plain_get_soon(metrics, "/metrics").await), 2.0);
+}
+
+async fn origin_b() -> TestOrigin {
+    TestOrigin::start(Arc::new(|_request| {
+        Box::pin(async move { Resp::new(200, "origin b").into_response() })
+    }))
+    .await
 }
 
 #[tokio::test]
