@@ -426,7 +426,11 @@ impl UpstreamClient {
             };
             member.failed(&failure.error, group);
             match failure.unsent {
-                Some(unsent) if idempotent && group.pick(tried).is_some() => {
+                // Another address is left to try (asked without moving
+                // the rotation on).
+                Some(unsent)
+                    if idempotent && (tried.count_ones() as usize) < group.members.len() =>
+                {
                     group.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         upstream = %group.name,
