@@ -381,9 +381,9 @@ impl Origin {
         share: &ClientShare,
         upload: Option<Arc<Upload>>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + 'static {
-        let pool = self.pool.clone();
-        let share = share.clone();
-        async move { pool.send(request, share, upload).await }
+        // The pool's own future, not one wrapped around it: each layer of
+        // future costs a copy of everything inside it when it starts.
+        self.pool.clone().send(request, share.clone(), upload)
     }
 
     /// Connections open (idle or busy) in this worker's pool.
