@@ -17,12 +17,9 @@
 //! - one client connection holds (or waits for) at most an eighth of a
 //!   worker's connections, and never fewer than four; its further requests
 //!   wait at the connection, so the pool's own queue stays short and fair;
-//! - a request to switch protocols (`Upgrade`) gets a connection of its
-//!   own, never a pooled one, and that connection never goes back to the
-//!   pool: after a 101 its socket, and the slot it counts in, belong to the
-//!   tunnel on it until the tunnel ends ([`crate::tunnel`]); after any
-//!   other answer it is closed. Pooled connections are plain ones, which
-//!   cost less to drive;
+//! - a connection whose response is a 101 (a switch of protocols) never
+//!   goes back to the pool: its socket, and the slot it counts in, belong
+//!   to the tunnel on it until the tunnel ends ([`crate::tunnel`]);
 //! - waiting requests are served in arrival order, except that requests
 //!   from client connections that held no origin connection when they
 //!   arrived go first. So a few greedy or stalled clients can never keep
@@ -408,15 +405,12 @@ impl Pool {
         upload: Option<Arc<Upload>>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let in_flight = InFlight::new(&self.address);
-        // A request to switch protocols gets a connection of its own, which
-        // can be handed over to a tunnel; all others share plain ones.
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
         // A reused connection may turn out closed before the request was
         // written; the request then comes back and gets a new connection.
         for _attempt in 0..3 {
             let (grant, admission) = tokio::time::timeout(self.header_timeout, async {
                 let admission = share.admit(self.per_client).await;
-                let grant = self.acquire(&share, upgrade).await;
+                let grant = self.acquire(&share).await;
                 (grant, admission)
             })
             .await
@@ -424,16 +418,10 @@ impl Pool {
             let grant = grant?;
             let held = Held::new(admission);
             let (mut sender, slot_reused) = match grant {
-                // A plain connection cannot switch protocols: close it, which
-                // frees its slot for a new one.
-                Grant::Idle(sender) if upgrade => {
-                    drop(sender);
-                    continue;
-                }
                 Grant::Idle(sender) => (sender, true),
                 // Opening a connection is the rare path: its large state is boxed
                 // so that every request does not carry it.
-                Grant::Connect(slot) => match Box::pin(self.connect(slot, upgrade)).await {
+                Grant::Connect(slot) => match Box::pin(self.connect(slot)).await {
                     Ok(sender) => (sender, false),
                     Err(error) => {
                         return Err(SendError {
@@ -464,7 +452,6 @@ impl Pool {
                         pool: Arc::downgrade(&self),
                         sender: Some(sender),
                         held: Some(held),
-                        reusable: !upgrade,
                         _in_flight: in_flight,
                     };
                     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -484,14 +471,10 @@ impl Pool {
 
     /// Take a connection (or the right to open one), waiting when none is
     /// free. The caller bounds the wait.
-    async fn acquire(
-        self: &Arc<Self>,
-        share: &ClientShare,
-        fresh: bool,
-    ) -> Result<Grant, ProxyError> {
+    async fn acquire(self: &Arc<Self>, share: &ClientShare) -> Result<Grant, ProxyError> {
         let (id, waiting) = {
             let mut state = self.lock();
-            if let Some(grant) = self.try_take(&mut state, share, fresh) {
+            if let Some(grant) = self.try_take(&mut state, share) {
                 return Ok(grant);
             }
             let (grant, waiting) = oneshot::channel();
@@ -519,14 +502,8 @@ impl Pool {
         grant.map_err(|_| ProxyError::Unavailable("origin pool closed"))
     }
 
-    /// A free connection for `share` now, if the rules allow one; with
-    /// `fresh`, only the right to open a new one.
-    fn try_take(
-        self: &Arc<Self>,
-        state: &mut State,
-        share: &ClientShare,
-        fresh: bool,
-    ) -> Option<Grant> {
+    /// A free connection for `share` now, if the rules allow one.
+    fn try_take(self: &Arc<Self>, state: &mut State, share: &ClientShare) -> Option<Grant> {
         loop {
             let free = self.limit.saturating_sub(state.open) + state.idle.len();
             // A client that holds nothing may take any free connection;
@@ -535,13 +512,7 @@ impl Pool {
             if free == 0 || (queued && share.held() > 0) {
                 return None;
             }
-            if fresh && state.open >= self.limit {
-                // Every slot is taken, some by idle connections: close one,
-                // whose slot then comes to the queue this request joins.
-                state.idle.pop();
-                return None;
-            }
-            if let Some(idle) = state.idle.pop().filter(|_| !fresh) {
+            if let Some(idle) = state.idle.pop() {
                 if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
                     // Dropping the sender closes the connection; its task
                     // then frees the slot.
@@ -608,10 +579,8 @@ impl Pool {
         }
     }
 
-    /// Open a new connection in `slot`; with `upgrades`, one that can
-    /// switch protocols (hyper then drives it through an extra layer, which
-    /// plain requests do not pay for).
-    async fn connect(&self, slot: Slot, upgrades: bool) -> Result<Sender, ProxyError> {
+    /// Open a new connection in `slot`.
+    async fn connect(&self, slot: Slot) -> Result<Sender, ProxyError> {
         let stream = tokio::time::timeout(self.connect_timeout, self.address.address.connect())
             .await
             .map_err(|_| {
@@ -632,19 +601,11 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|error| ProxyError::OriginConnect(error.into()))?;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(error) = connection.with_upgrades().await {
-                    tracing::debug!(%error, "origin connection ended with an error");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "origin connection ended with an error");
-                }
-            });
-        }
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "origin connection ended with an error");
+            }
+        });
         Ok(sender)
     }
 
@@ -735,9 +696,6 @@ struct Lease {
     pool: Weak<Pool>,
     sender: Option<Sender>,
     held: Option<Held>,
-    /// A plain connection, which goes back to the pool; one opened for a
-    /// switch of protocols that did not happen is closed instead.
-    reusable: bool,
     _in_flight: InFlight,
 }
 
@@ -747,10 +705,6 @@ impl Lease {
         // No longer held by this client before it is offered around, so
         // this client's own waiting requests may take it.
         self.held = None;
-        if !self.reusable {
-            // Dropping the sender closes the connection.
-            return;
-        }
         if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
             pool.check_in(sender);
         }
