@@ -68,8 +68,9 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 impl ConnContext {
     pub fn new(peer: SocketAddr, local: SocketAddr, secure: bool, protocol: Protocol) -> Self {
+        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         ConnContext {
-            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             peer,
             local,
             secure,
@@ -77,7 +78,7 @@ impl ConnContext {
             tls_version: None,
             alpn: None,
             sni_site: None,
-            share: ClientShare::default(),
+            share: ClientShare::new(id, peer, local),
             client_ip: HeaderValue::from_maybe_shared(Bytes::from(peer.ip().to_string()))
                 .unwrap_or(HeaderValue::from_static("unknown")),
             fields: OnceLock::new(),

@@ -164,7 +164,11 @@ fn demo(listen: String) -> anyhow::Result<()> {
             report_config_error(&error);
             anyhow::anyhow!("not starting")
         })?;
+        // Every site's push settings were taken from [push] as loaded.
         config.push.explain = true;
+        for site in &mut config.sites {
+            site.push.explain = true;
+        }
         // The sample origin runs on this thread's runtime until exit.
         tokio::spawn(linkpush::demo::serve_sample_origin(
             origin,

@@ -58,13 +58,19 @@ pub type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
 
 type Sender = http1::SendRequest<OriginBody>;
 
-/// What one client connection holds of the origin, for fair sharing.
-/// Cheap to clone; clones count together.
-#[derive(Debug, Clone, Default)]
+/// What one client connection holds of the origin, for fair sharing, and
+/// who it is, for origins that are told (PROXY protocol). Cheap to clone;
+/// clones count together.
+#[derive(Debug, Clone)]
 pub struct ClientShare(Arc<ShareCounts>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ShareCounts {
+    /// The client connection's number, never 0.
+    conn: u64,
+    /// The client's address and the address it connected to.
+    client: SocketAddr,
+    local: SocketAddr,
     /// Requests holding an origin connection or waiting in the pool.
     admitted: AtomicUsize,
     /// Requests holding an origin connection.
@@ -74,6 +80,19 @@ struct ShareCounts {
 }
 
 impl ClientShare {
+    /// The share of client connection number `conn` (not 0), from `client`
+    /// to `local`.
+    pub fn new(conn: u64, client: SocketAddr, local: SocketAddr) -> ClientShare {
+        ClientShare(Arc::new(ShareCounts {
+            conn,
+            client,
+            local,
+            admitted: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            turn: tokio::sync::Notify::new(),
+        }))
+    }
+
     /// Origin connections this client connection holds right now.
     pub fn held(&self) -> usize {
         self.0.held.load(Ordering::Relaxed)
@@ -252,6 +271,9 @@ struct Pool {
     limit: usize,
     /// Most connections one client connection may hold or wait for.
     per_client: usize,
+    /// Each connection starts with a PROXY v2 header naming its client,
+    /// and carries that client connection's requests only.
+    proxy_protocol: bool,
     state: Mutex<State>,
 }
 
@@ -271,6 +293,8 @@ struct State {
 struct Idle {
     sender: Sender,
     since: Instant,
+    /// The client connection it is kept for (PROXY protocol), or 0.
+    owner: u64,
 }
 
 struct Waiter {
@@ -332,7 +356,14 @@ impl Drop for Held {
 impl Origin {
     /// The pool of one worker out of `workers`: it gets an even share of
     /// `origin.max_concurrent_requests` and of `origin.max_idle_connections`.
-    pub fn new(config: &Config, workers: usize, state: Arc<AddressState>) -> Origin {
+    /// With `proxy_protocol`, every connection starts with a PROXY v2
+    /// header naming the client connection it serves, and no other.
+    pub fn new(
+        config: &Config,
+        workers: usize,
+        state: Arc<AddressState>,
+        proxy_protocol: bool,
+    ) -> Origin {
         let workers = workers.max(1);
         let origin = &config.origin;
         let limit = origin.max_concurrent_requests.div_ceil(workers).max(1);
@@ -351,6 +382,7 @@ impl Origin {
             max_idle: origin.max_idle_per_host.div_ceil(workers),
             limit,
             per_client: (limit / 8).max(4).min(limit),
+            proxy_protocol,
             state: Mutex::new(State::default()),
         });
         spawn_idle_sweeper(&pool);
@@ -421,7 +453,7 @@ impl Pool {
                 Grant::Idle(sender) => (sender, true),
                 // Opening a connection is the rare path: its large state is boxed
                 // so that every request does not carry it.
-                Grant::Connect(slot) => match Box::pin(self.connect(slot)).await {
+                Grant::Connect(slot) => match Box::pin(self.connect(slot, &share)).await {
                     Ok(sender) => (sender, false),
                     Err(error) => {
                         return Err(SendError {
@@ -452,6 +484,7 @@ impl Pool {
                         pool: Arc::downgrade(&self),
                         sender: Some(sender),
                         held: Some(held),
+                        owner: if self.proxy_protocol { share.0.conn } else { 0 },
                         _in_flight: in_flight,
                     };
                     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -512,6 +545,9 @@ impl Pool {
             if free == 0 || (queued && share.held() > 0) {
                 return None;
             }
+            if self.proxy_protocol {
+                return self.take_own(state, share);
+            }
             if let Some(idle) = state.idle.pop() {
                 if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
                     // Dropping the sender closes the connection; its task
@@ -523,6 +559,28 @@ impl Pool {
             state.open += 1;
             return Some(Grant::Connect(Slot::new(self)));
         }
+    }
+
+    /// [`Pool::try_take`] for connections kept for one client each: one of
+    /// this client's idle ones, or a new one. When every slot is taken,
+    /// the oldest idle connection of another client is closed, and its slot
+    /// comes to the queue this request then joins.
+    fn take_own(self: &Arc<Self>, state: &mut State, share: &ClientShare) -> Option<Grant> {
+        let conn = share.0.conn;
+        while let Some(at) = state.idle.iter().rposition(|idle| idle.owner == conn) {
+            let idle = state.idle.remove(at);
+            if !idle.sender.is_closed() && idle.since.elapsed() < self.idle_timeout {
+                return Some(Grant::Idle(idle.sender));
+            }
+        }
+        if state.open < self.limit {
+            state.open += 1;
+            return Some(Grant::Connect(Slot::new(self)));
+        }
+        if !state.idle.is_empty() {
+            state.idle.remove(0);
+        }
+        None
     }
 
     /// The waiter to serve next: the earliest of a client that held no
@@ -548,18 +606,35 @@ impl Pool {
         Some(grant)
     }
 
-    /// A connection whose response was read to the end comes back.
-    fn check_in(self: &Arc<Self>, sender: Sender) {
+    /// A connection whose response was read to the end comes back; `owner`
+    /// is the client connection it is kept for (PROXY protocol), or 0.
+    fn check_in(self: &Arc<Self>, sender: Sender, owner: u64) {
         if sender.is_closed() {
             return;
         }
         let mut state = self.lock();
+        if owner != 0 {
+            // Kept for its own client; a request of another waiting for a
+            // connection gets this one's slot once it has closed.
+            if state.first.is_empty()
+                && state.waiters.is_empty()
+                && state.idle.len() < self.max_idle
+            {
+                state.idle.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                    owner,
+                });
+            }
+            return;
+        }
         let unused = self.offer(&mut state, Grant::Idle(sender));
         if let Some(Grant::Idle(sender)) = unused {
             if state.idle.len() < self.max_idle {
                 state.idle.push(Idle {
                     sender,
                     since: Instant::now(),
+                    owner: 0,
                 });
             }
             // Otherwise the sender drops here and the connection closes;
@@ -579,9 +654,17 @@ impl Pool {
         }
     }
 
-    /// Open a new connection in `slot`.
-    async fn connect(&self, slot: Slot) -> Result<Sender, ProxyError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.address.address.connect())
+    /// Open a new connection in `slot` for the client of `share`.
+    async fn connect(&self, slot: Slot, share: &ClientShare) -> Result<Sender, ProxyError> {
+        let connect = async {
+            let mut stream = self.address.address.connect().await?;
+            if self.proxy_protocol {
+                let header = crate::proxy_protocol::v2_header(share.0.client, share.0.local);
+                tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await?;
+            }
+            Ok::<_, io::Error>(stream)
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| {
                 ProxyError::OriginConnect(
@@ -638,7 +721,8 @@ impl Drop for QueueGuard<'_> {
         state.waiters.retain(|w| w.id != id);
         drop(state);
         match waiting.try_recv() {
-            Ok(Grant::Idle(sender)) => self.pool.check_in(sender),
+            // Only shared connections are handed from one request to another.
+            Ok(Grant::Idle(sender)) => self.pool.check_in(sender, 0),
             // The slot frees itself (outside the lock) as it drops.
             Ok(Grant::Connect(slot)) => drop(slot),
             Err(_) => {}
@@ -696,6 +780,9 @@ struct Lease {
     pool: Weak<Pool>,
     sender: Option<Sender>,
     held: Option<Held>,
+    /// The client connection this origin connection is kept for (PROXY
+    /// protocol), or 0.
+    owner: u64,
     _in_flight: InFlight,
 }
 
@@ -706,7 +793,7 @@ impl Lease {
         // this client's own waiting requests may take it.
         self.held = None;
         if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
-            pool.check_in(sender);
+            pool.check_in(sender, self.owner);
         }
     }
 }

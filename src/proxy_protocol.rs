@@ -244,9 +244,109 @@ pub async fn read_header<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<(Header, 
     }
 }
 
+/// A v2 `PROXY` header for a TCP connection from `source` to
+/// `destination`, as sent toward an origin that wants one. Addresses of
+/// different families are both written as IPv6 (an IPv4 one mapped).
+pub fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 36);
+    out.extend_from_slice(V2_SIGNATURE);
+    // Version 2, command PROXY.
+    out.push(0x21);
+    let (source_ip, destination_ip) = (source.ip().to_canonical(), destination.ip().to_canonical());
+    match (source_ip, destination_ip) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => {
+            // AF_INET, STREAM; 12 bytes of addresses and ports.
+            out.extend_from_slice(&[0x11, 0, 12]);
+            out.extend_from_slice(&from.octets());
+            out.extend_from_slice(&to.octets());
+        }
+        (from, to) => {
+            let v6 = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            // AF_INET6, STREAM; 36 bytes of addresses and ports.
+            out.extend_from_slice(&[0x21, 0, 36]);
+            out.extend_from_slice(&v6(from).octets());
+            out.extend_from_slice(&v6(to).octets());
+        }
+    }
+    out.extend_from_slice(&source.port().to_be_bytes());
+    out.extend_from_slice(&destination.port().to_be_bytes());
+    out
+}
+
+/// A v2 `LOCAL` header: a connection of the proxy's own (a health check),
+/// on behalf of no client.
+pub fn v2_local() -> Vec<u8> {
+    let mut out = V2_SIGNATURE.to_vec();
+    // Version 2, command LOCAL, family UNSPEC, no addresses.
+    out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_header_reads_back_as_local() {
+        let header = v2_local();
+        let parsed = parse(&header).expect("parses");
+        assert_eq!(
+            parsed,
+            Parsed::Complete {
+                header: Header::Unknown,
+                length: 16
+            }
+        );
+    }
+
+    #[test]
+    fn headers_sent_to_an_origin_read_back_as_written() {
+        let cases = [
+            (
+                "192.0.2.7:51234",
+                "10.0.0.1:443",
+                "192.0.2.7:51234",
+                "10.0.0.1:443",
+            ),
+            (
+                "[2001:db8::7]:51234",
+                "[2001:db8::1]:443",
+                "[2001:db8::7]:51234",
+                "[2001:db8::1]:443",
+            ),
+            // A dual-stack listener's IPv4 client is written as IPv4.
+            (
+                "[::ffff:192.0.2.7]:5",
+                "[::ffff:10.0.0.1]:443",
+                "192.0.2.7:5",
+                "10.0.0.1:443",
+            ),
+            // Mixed families go as IPv6.
+            (
+                "192.0.2.7:5",
+                "[2001:db8::1]:443",
+                "[::ffff:192.0.2.7]:5",
+                "[2001:db8::1]:443",
+            ),
+        ];
+        for (source, destination, read_source, read_destination) in cases {
+            let header = v2_header(addr(source), addr(destination));
+            let mut with_request = header.clone();
+            with_request.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            let parsed = parse(&with_request).expect("parses");
+            assert_eq!(
+                parsed,
+                Parsed::Complete {
+                    header: proxied(read_source, read_destination),
+                    length: header.len(),
+                },
+                "{source} -> {destination}"
+            );
+        }
+    }
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().expect("a test address")

@@ -116,6 +116,7 @@ impl Upstreams {
                 }
                 let check = Check {
                     member: Arc::downgrade(member),
+                    proxy_protocol: group.settings.proxy_protocol,
                     group: group.name.clone(),
                     path: path.clone(),
                     interval: group.settings.health_check_interval,
@@ -386,7 +387,10 @@ impl UpstreamClient {
         let pools = group
             .members
             .iter()
-            .map(|member| Origin::new(config, workers, member.state.clone()))
+            .map(|member| {
+                let proxy_protocol = group.settings.proxy_protocol;
+                Origin::new(config, workers, member.state.clone(), proxy_protocol)
+            })
             .collect();
         UpstreamClient {
             group: group.clone(),
@@ -449,6 +453,8 @@ impl UpstreamClient {
 /// The active health check of one address.
 struct Check {
     member: Weak<Member>,
+    /// The address expects a PROXY v2 header: a check sends `LOCAL`.
+    proxy_protocol: bool,
     group: String,
     path: String,
     interval: Duration,
@@ -488,7 +494,13 @@ impl Check {
 
     /// `GET path` on a connection of its own; `Ok` for the expected status.
     async fn probe(&self, address: &Address) -> Result<(), String> {
-        let socket = address.connect().await.map_err(|e| e.to_string())?;
+        let mut socket = address.connect().await.map_err(|e| e.to_string())?;
+        if self.proxy_protocol {
+            let header = crate::proxy_protocol::v2_local();
+            tokio::io::AsyncWriteExt::write_all(&mut socket, &header)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(socket))
             .await
             .map_err(|e| e.to_string())?;

@@ -470,3 +470,127 @@ async fn hints_are_learned_from_distinct_clients_behind_one_balancer() {
     })
     .await;
 }
+
+/// What an origin that wants PROXY v2 headers saw: per connection, the
+/// header's source and destination (`None` for `LOCAL`), and the requests
+/// it carried.
+#[derive(Default)]
+struct Told {
+    connections: std::sync::Mutex<Vec<(Named, usize)>>,
+}
+
+/// The source and destination a PROXY header named; `None` for `LOCAL`.
+type Named = Option<(SocketAddr, SocketAddr)>;
+
+/// An HTTP/1.1 origin on 127.0.0.1 that reads a PROXY v2 header at the
+/// start of every connection (refusing one without), then serves requests
+/// on it with keep-alive.
+async fn origin_wanting_headers() -> (SocketAddr, Arc<Told>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let told = Arc::new(Told::default());
+    let record = told.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let told = record.clone();
+            tokio::spawn(async move {
+                // Exactly the header: 16 bytes, then the length they give.
+                let mut head = vec![0u8; 16];
+                if stream.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let length = usize::from(u16::from_be_bytes([head[14], head[15]]));
+                let mut rest = vec![0u8; length];
+                if stream.read_exact(&mut rest).await.is_err() {
+                    return;
+                }
+                head.extend_from_slice(&rest);
+                let header = match linkpush::proxy_protocol::parse(&head) {
+                    Ok(linkpush::proxy_protocol::Parsed::Complete { header, .. }) => header,
+                    _ => return,
+                };
+                let named = match header {
+                    linkpush::proxy_protocol::Header::Proxied {
+                        source,
+                        destination,
+                    } => Some((source, destination)),
+                    linkpush::proxy_protocol::Header::Unknown => None,
+                };
+                let index = {
+                    let mut connections = told.connections.lock().unwrap();
+                    connections.push((named, 0));
+                    connections.len() - 1
+                };
+                let service = hyper::service::service_fn(move |_request| {
+                    let told = told.clone();
+                    async move {
+                        told.connections.lock().unwrap()[index].1 += 1;
+                        Ok::<_, std::convert::Infallible>(Resp::new(200, "told").into_response())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, told)
+}
+
+#[tokio::test]
+async fn an_upstream_that_wants_proxy_headers_is_told_each_client_and_never_mixes_them() {
+    bounded(async {
+        let (origin, told) = origin_wanting_headers().await;
+        let extra = format!(
+            "[upstreams.app]\nservers = [\"http://{origin}\"]\nproxy_protocol = true\n\
+             health_check_path = \"/health\"\nhealth_check_interval = \"100ms\"\n\
+             [[sites]]\ndefault = true\nupstream = \"app\"\n"
+        );
+        let proxy = TestProxy::start_listening(
+            "http://127.0.0.1:9",
+            "[[listen]]\naddress = \"127.0.0.1:0\"\n",
+            &extra,
+        )
+        .await;
+        // Two clients from their own addresses, three requests each on one
+        // connection, one after the other.
+        let mut seen_from = Vec::new();
+        for source in ["127.0.0.2", "127.0.0.3"] {
+            let mut client = proxy.h2_from(source.parse().unwrap(), false).await;
+            for _ in 0..3 {
+                assert_eq!(client.get("/").await.status, 200);
+            }
+            seen_from.push(source);
+        }
+        let connections = told.connections.lock().unwrap().clone();
+        let proxied: Vec<(SocketAddr, SocketAddr, usize)> = connections
+            .iter()
+            .filter_map(|(named, requests)| named.map(|(s, d)| (s, d, *requests)))
+            .collect();
+        // One origin connection per client connection, its requests all
+        // on it, and the header names that client and the proxy's address.
+        assert_eq!(proxied.len(), 2, "{connections:?}");
+        for ((source, destination, requests), client) in proxied.iter().zip(seen_from) {
+            assert_eq!(source.ip().to_string(), client);
+            assert_ne!(source.port(), 0);
+            assert_eq!(*destination, proxy.addr);
+            assert_eq!(*requests, 3, "{connections:?}");
+        }
+        // Health checks come on connections of their own, marked LOCAL.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let local = told
+            .connections
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(named, _)| named.is_none())
+            .count();
+        assert!(local >= 1, "no LOCAL health check connection");
+    })
+    .await;
+}

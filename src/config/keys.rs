@@ -72,6 +72,11 @@ sections! {
         /// The status a healthy address answers with.
         health_check_status: u16 = 200,
             from i64, check count(100..=599);
+        /// Start each connection with a PROXY protocol v2 header naming the
+        /// client; such a connection only ever carries requests of the
+        /// client connection it was opened for.
+        proxy_protocol: bool = false,
+            from bool, check as_is;
     }
 
     /// How long each side may take.
