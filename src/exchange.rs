@@ -261,7 +261,7 @@ where
         Ok(handshake) => handshake,
         Err(error) => return Some(reject(worker, error, record)),
     };
-    let Some((result, origin_time)) =
+    let Some((result, origin_time, address)) =
         forward(&scope, ctx, request, upload.as_ref(), &mut links, client).await
     else {
         // Dropping the origin call closed its connection: the origin sees
@@ -274,6 +274,7 @@ where
         return None;
     };
     record.origin_time = Some(origin_time);
+    record.upstream = address;
 
     // 5. clean
     let response = result.and_then(|response| {
@@ -419,7 +420,8 @@ fn reject(worker: &Worker, error: ProxyError, mut record: Record) -> Reply {
 }
 
 /// Send the request and wait for the response head, acting on each 103 as
-/// it arrives. `None` when the client gave up first.
+/// it arrives; with the time it took and the address it went to. `None`
+/// when the client gave up first.
 async fn forward<C: Client>(
     scope: &Scope<'_>,
     ctx: &ConnContext,
@@ -427,7 +429,11 @@ async fn forward<C: Client>(
     upload: Option<&Arc<Upload>>,
     links: &mut Links<'_>,
     client: &mut C,
-) -> Option<(Result<http::Response<ResponseBody>, ProxyError>, Duration)> {
+) -> Option<(
+    Result<http::Response<ResponseBody>, ProxyError>,
+    Duration,
+    Option<Arc<str>>,
+)> {
     let watch = (scope.route.hints && client.takes_informational())
         .then(|| Informational::watch(&mut request));
     let started = Instant::now();
@@ -439,7 +445,7 @@ async fn forward<C: Client>(
                 links.early(&http_rules::link_lines(&headers), Source::Origin, client);
             }
         }
-        if let Poll::Ready(result) = call.as_mut().poll(cx) {
+        if let Poll::Ready((result, address)) = call.as_mut().poll(cx) {
             // hyper hands every 103 over while it parses the response, so
             // one that came in the same read as the final head is queued
             // by now: act on it before the final response.
@@ -448,7 +454,7 @@ async fn forward<C: Client>(
                     links.early(&http_rules::link_lines(&headers), Source::Origin, client);
                 }
             }
-            return Poll::Ready(Some((result, started.elapsed())));
+            return Poll::Ready(Some((result, started.elapsed(), address)));
         }
         client.poll_gone(cx).map(|()| None)
     })
@@ -830,13 +836,14 @@ pub async fn fetch_push(
         gone(cx).map(|()| None)
     })
     .await;
-    let Some(result) = outcome else {
+    let Some((result, address)) = outcome else {
         metrics.push_cancelled();
         record.status = 499;
         record.fail("client reset the pushed stream");
         return None;
     };
     record.origin_time = Some(started.elapsed());
+    record.upstream = address;
     let (mut head, body) = match result {
         Ok(response) => response.into_parts(),
         Err(error) => {

@@ -59,7 +59,7 @@ pub struct Group {
 pub struct Member {
     pub state: Arc<AddressState>,
     /// The address as metrics and logs name it.
-    label: String,
+    label: Arc<str>,
     /// Consecutive failures.
     fails: AtomicU32,
     /// While backing off: until when, in [`now_ms`] time; 0 when not.
@@ -258,7 +258,7 @@ impl Group {
             .map(|server| {
                 let address = Address::new(server);
                 Arc::new(Member {
-                    label: address.to_string(),
+                    label: Arc::from(address.to_string()),
                     state: Arc::new(AddressState::new(address)),
                     fails: AtomicU32::new(0),
                     out_until: AtomicU64::new(0),
@@ -404,19 +404,21 @@ impl UpstreamClient {
     }
 
     /// Send `request` to an address of this upstream and wait for the
-    /// response head; see [`Origin::send`].
+    /// response head; see [`Origin::send`]. Also the address it was last
+    /// sent to, for the access log.
     pub async fn send(
         &self,
         mut request: Request<OriginBody>,
         share: &ClientShare,
         upload: Option<Arc<Upload>>,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
+    ) -> (Result<Response<ResponseBody>, ProxyError>, Option<Arc<str>>) {
         let group = &*self.group;
         let idempotent = request.method().is_idempotent();
         let mut tried = 0u64;
         loop {
             let Some(index) = group.pick(tried) else {
-                return Err(ProxyError::Unavailable("no upstream address left to try"));
+                let error = ProxyError::Unavailable("no upstream address left to try");
+                return (Err(error), None);
             };
             tried |= 1 << index;
             let member = &group.members[index];
@@ -424,7 +426,7 @@ impl UpstreamClient {
             let failure = match sent {
                 Ok(response) => {
                     member.succeeded();
-                    return Ok(response);
+                    return (Ok(response), Some(member.label.clone()));
                 }
                 Err(failure) => failure,
             };
@@ -444,7 +446,7 @@ impl UpstreamClient {
                     );
                     request = unsent;
                 }
-                _ => return Err(failure.error),
+                _ => return (Err(failure.error), Some(member.label.clone())),
             }
         }
     }

@@ -173,6 +173,7 @@ async fn json_line_is_typed_with_pushes_tls_and_client_headers_as_sent() {
             "{line}"
         );
         assert!(page["origin_ms"].is_number(), "{line}");
+        assert_eq!(page["upstream"], origin.addr.to_string(), "{line}");
         assert_eq!(page["pushes"], serde_json::json!(["/css/app.css"]));
         assert_eq!(page["pushed"], false);
         assert_eq!(page["protocol"], "HTTP/2");
@@ -205,6 +206,7 @@ async fn json_line_is_typed_with_pushes_tls_and_client_headers_as_sent() {
         let line = wait_for_line("push", || process.stdout(), is_push).await;
         let push = parsed(&line).unwrap();
         assert_eq!(push["pushed"], true);
+        assert_eq!(push["upstream"], origin.addr.to_string(), "{line}");
         assert_eq!(push["pushes"], serde_json::json!([]));
         assert_eq!(push["conn"], page["conn"]);
         assert_ne!(push["request_id"], page["request_id"]);

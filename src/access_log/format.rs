@@ -30,6 +30,8 @@ pub(super) struct Entry<'a> {
     pub bytes: u64,
     pub duration_ms: f64,
     pub origin_ms: Option<f64>,
+    /// The upstream address the request was sent to.
+    pub upstream: Option<&'a str>,
     pub pushed: bool,
     pub pushes: &'a [String],
     pub referer: Option<&'a str>,
@@ -76,7 +78,8 @@ pub(super) fn json(entry: &Entry<'_>, out: &mut Vec<u8>) {
 
 /// `client - - [time] "METHOD authority path PROTOCOL" status bytes
 /// "referer" "user-agent" duration_ms origin_ms req=.. conn=.. tls=..
-/// alpn=.. pushed=.. pushes=".." err=".."`, with `-` for an absent value.
+/// alpn=.. pushed=.. pushes=".." upstream=".." err=".."`, with `-` for an
+/// absent value.
 pub(super) fn text(entry: &Entry<'_>, out: &mut Vec<u8>) {
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{} - - [{}] \"", entry.client, entry.time);
@@ -120,6 +123,11 @@ pub(super) fn text(entry: &Entry<'_>, out: &mut Vec<u8>) {
             escaped(out, path);
         }
         out.push(b'"');
+    }
+    out.extend_from_slice(b" upstream=");
+    match entry.upstream {
+        Some(address) => quoted(out, Some(address)),
+        None => out.push(b'-'),
     }
     out.extend_from_slice(b" err=");
     match entry.error {
@@ -188,6 +196,7 @@ mod tests {
             bytes: 1234,
             duration_ms: 4.25,
             origin_ms: Some(3.5),
+            upstream: Some("127.0.0.1:8080"),
             pushed: false,
             pushes,
             referer: None,
@@ -210,16 +219,17 @@ mod tests {
             text_of(&entry(&pushes)),
             "192.0.2.1:5000 - - [1970-01-01T00:00:01.234Z] \"GET example.com /index.html HTTP/2\" \
              200 1234 \"-\" \"agent/1\" 4.250 3.500 req=00000000000000ab conn=7 tls=TLSv1.3 \
-             alpn=h2 pushed=false pushes=\"/a.css /b.js\" err=-"
+             alpn=h2 pushed=false pushes=\"/a.css /b.js\" upstream=\"127.0.0.1:8080\" err=-"
         );
         let mut bare = entry(&[]);
         (bare.origin_ms, bare.tls_version, bare.alpn) = (None, None, None);
         (bare.authority, bare.path, bare.error) = (None, None, Some("origin: refused"));
+        bare.upstream = None;
         assert_eq!(
             text_of(&bare),
             "192.0.2.1:5000 - - [1970-01-01T00:00:01.234Z] \"GET - - HTTP/2\" 200 1234 \"-\" \
              \"agent/1\" 4.250 - req=00000000000000ab conn=7 tls=- alpn=- pushed=false \
-             pushes=- err=\"origin: refused\""
+             pushes=- upstream=- err=\"origin: refused\""
         );
     }
 
@@ -270,6 +280,7 @@ mod tests {
                 "bytes": 1234,
                 "duration_ms": 4.25,
                 "origin_ms": 3.5,
+                "upstream": "127.0.0.1:8080",
                 "pushed": false,
                 "pushes": ["/a.css"],
                 "referer": null,

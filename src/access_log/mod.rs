@@ -45,6 +45,8 @@ pub struct Record {
     pub status: u16,
     /// Time from sending the request to the origin until its response head.
     pub origin_time: Option<Duration>,
+    /// The upstream address the request was (last) sent to.
+    pub upstream: Option<Arc<str>>,
     /// This response was itself pushed.
     pub pushed: bool,
     /// Paths pushed alongside this response.
@@ -72,6 +74,7 @@ impl Record {
             started,
             status: 0,
             origin_time: None,
+            upstream: None,
             pushed: false,
             pushes: Vec::new(),
             error: None,
@@ -93,6 +96,7 @@ impl Record {
             started: Instant::now(),
             status: 0,
             origin_time: None,
+            upstream: None,
             pushed: true,
             pushes: Vec::new(),
             error: None,
@@ -162,6 +166,7 @@ impl Record {
             bytes,
             duration_ms: format::millis(duration),
             origin_ms: self.origin_time.map(format::millis),
+            upstream: self.upstream.as_deref(),
             pushed: self.pushed,
             pushes: &self.pushes,
             referer: None,
