@@ -439,3 +439,39 @@ impl Fingerprint {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    /// `tls.watch` looks at every site's certificate files, not only
+    /// `[tls]`'s.
+    #[test]
+    fn the_watched_files_include_every_sites_certificate() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for name in ["shared", "shop"] {
+            let names = vec![format!("{name}.example")];
+            let generated = rcgen::generate_simple_self_signed(names).expect("certificate");
+            std::fs::write(dir.path().join(format!("{name}.pem")), generated.cert.pem())
+                .expect("write");
+            let key = generated.signing_key.serialize_pem();
+            std::fs::write(dir.path().join(format!("{name}.key")), key).expect("write");
+        }
+        let text = "[[listen]]\naddress = \"127.0.0.1:0\"\n\
+                    [tls]\ncert = \"shared.pem\"\nkey = \"shared.key\"\nwatch = true\n\
+                    [origin]\nurl = \"http://127.0.0.1:1\"\n\
+                    [[sites]]\nnames = [\"shop.example\"]\ncert = \"shop.pem\"\nkey = \"shop.key\"\n";
+        let config =
+            Config::from_toml_str(text, dir.path(), &Overrides::default()).expect("test config");
+        let before = Fingerprint::of(&config);
+        assert_eq!(before.0.len(), 4);
+        assert!(before.0.iter().all(Option::is_some));
+        // A renewal of the site's certificate, as certbot writes it: a new
+        // file renamed over the old one.
+        let renewed = dir.path().join("shop.pem.new");
+        std::fs::write(&renewed, "renewed").expect("write");
+        std::fs::rename(&renewed, dir.path().join("shop.pem")).expect("rename");
+        assert_ne!(Fingerprint::of(&config), before);
+    }
+}
