@@ -66,7 +66,7 @@ impl Sites {
     pub fn new(config: &Config, previous: Option<&Sites>) -> Result<Sites, TlsError> {
         let uses_tls = config.uses_tls();
         let fallback = match (&config.tls.source, uses_tls) {
-            (Some(source), true) => Some(tls::certified(source)?),
+            (Some(source), true) => Some(tls::certified("tls", source)?),
             _ => None,
         };
         let mut sites = Vec::with_capacity(config.sites.len());
@@ -80,7 +80,7 @@ impl Sites {
                 (Some(source), true) => match loaded.iter().find(|(s, _)| *s == source) {
                     Some((_, cert)) => Some(cert.clone()),
                     None => {
-                        let cert = tls::certified(source)?;
+                        let cert = tls::certified(&format!("sites[{index}]"), source)?;
                         loaded.push((source, cert.clone()));
                         Some(cert)
                     }

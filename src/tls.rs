@@ -39,27 +39,36 @@ pub fn alpn_name(alpn: &[u8]) -> &'static str {
     }
 }
 
-/// Start-up errors: each names the file and what is wrong with it.
+/// Start-up errors: each names the table the files came from (`tls`, or a
+/// site's, `sites[1]`), the file, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("tls.cert: cannot read certificate file {path}: {source}")]
+    #[error("{table}.cert: cannot read certificate file {path}: {source}")]
     ReadCert {
+        table: String,
         path: PathBuf,
         #[source]
         source: rustls::pki_types::pem::Error,
     },
-    #[error("tls.cert: {path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")]
-    NoCert { path: PathBuf },
     #[error(
-        "tls.key: cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1) from {path}: {source}"
+        "{table}.cert: {path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+    )]
+    NoCert { table: String, path: PathBuf },
+    #[error(
+        "{table}.key: cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1) from {path}: {source}"
     )]
     ReadKey {
+        table: String,
         path: PathBuf,
         #[source]
         source: rustls::pki_types::pem::Error,
     },
-    #[error("tls.key: the key in {key} does not match the certificate in {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{table}.key: the key in {key} does not match the certificate in {cert}")]
+    KeyMismatch {
+        table: String,
+        cert: PathBuf,
+        key: PathBuf,
+    },
     #[error("tls: the certificate or key is not usable: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("tls.self_signed: cannot generate a development certificate: {0}")]
@@ -73,19 +82,24 @@ pub struct CertifiedPair {
 }
 
 /// Load a PEM chain and key from disk.
-pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedPair, TlsError> {
+/// Load a PEM chain and key from disk; errors name `table` (`tls`,
+/// `sites[1]`) as the keys' table.
+pub fn load_pair(table: &str, cert: &Path, key: &Path) -> Result<CertifiedPair, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::ReadCert {
+            table: table.to_owned(),
             path: cert.to_owned(),
             source,
         })?;
     if chain.is_empty() {
         return Err(TlsError::NoCert {
+            table: table.to_owned(),
             path: cert.to_owned(),
         });
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::ReadKey {
+        table: table.to_owned(),
         path: key.to_owned(),
         source,
     })?;
@@ -176,12 +190,12 @@ fn name_matches(name: &str, host: &str) -> bool {
 }
 
 /// Load (or generate) the certificate of `source`, with its key checked
-/// against it.
-pub fn certified(source: &TlsSource) -> Result<Arc<CertifiedKey>, TlsError> {
+/// against it; errors name `table` (`tls`, `sites[1]`).
+pub fn certified(table: &str, source: &TlsSource) -> Result<Arc<CertifiedKey>, TlsError> {
     let pair = match source {
         TlsSource::Files { cert, key } => {
-            let pair = load_pair(cert, key)?;
-            check_match(&pair, cert, key)?;
+            let pair = load_pair(table, cert, key)?;
+            check_match(table, &pair, cert, key)?;
             pair
         }
         TlsSource::SelfSigned => {
@@ -271,7 +285,7 @@ pub fn acceptor(certs: Arc<SiteCerts>) -> Result<TlsAcceptor, TlsError> {
 
 /// rustls accepts a key that does not belong to the certificate and fails
 /// every handshake later; catch that at start-up instead.
-fn check_match(pair: &CertifiedPair, cert: &Path, key: &Path) -> Result<(), TlsError> {
+fn check_match(table: &str, pair: &CertifiedPair, cert: &Path, key: &Path) -> Result<(), TlsError> {
     let provider = rustls::crypto::ring::default_provider();
     let signing_key = provider
         .key_provider
@@ -280,6 +294,7 @@ fn check_match(pair: &CertifiedPair, cert: &Path, key: &Path) -> Result<(), TlsE
     match certified.keys_match() {
         Ok(()) => Ok(()),
         Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
+            table: table.to_owned(),
             cert: cert.to_owned(),
             key: key.to_owned(),
         }),

@@ -223,6 +223,33 @@ fn check_refuses_what_run_refuses_a_key_of_another_certificate_or_a_key_given_as
     );
 }
 
+/// A site's certificate is loaded and paired as `[tls]`'s is, and a problem
+/// with it names the site.
+#[test]
+fn check_names_the_site_whose_key_does_not_match_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let [(cert1, key1), (_, key2)] = two_certificates(&dir);
+    let config = |key: &str| {
+        format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\n[origin]\nurl = \"http://127.0.0.1:1\"\n\
+             [[sites]]\nnames = [\"localhost\"]\ncert = {cert1:?}\nkey = {key:?}\n"
+        )
+    };
+    let output = linkpush(&["check", "--config", &write_config(&dir, &config(&key2))]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sites[0].key: the key in") && stderr.contains("does not match"),
+        "{stderr}"
+    );
+    let output = linkpush(&["check", "--config", &write_config(&dir, &config(&key1))]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn check_of_a_missing_file_exits_1() {
     let output = linkpush(&["check", "--config", "/nonexistent/proxy.toml"]);
