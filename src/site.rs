@@ -14,7 +14,9 @@ use std::sync::Arc;
 use http::header::HeaderName;
 use rustls::sign::CertifiedKey;
 
-use crate::config::{Config, HintSettings, PreloadMode, PushSettings, RouteConfig, TlsSource};
+use crate::config::{
+    Config, HintSettings, PreloadMode, PushSettings, RouteConfig, SiteConfig, TlsSource,
+};
 use crate::error::ProxyError;
 use crate::policy::digest::Validators;
 use crate::policy::hints::LearnedHints;
@@ -101,47 +103,7 @@ impl Sites {
             let before = previous
                 .and_then(|previous| previous.sites.get(index))
                 .filter(|old| old.configured == site.names);
-            let learned = site.hints.learn.then(|| {
-                before
-                    .filter(|old| old.hints == site.hints)
-                    .and_then(|old| old.learned.clone())
-                    .unwrap_or_else(|| Arc::new(LearnedHints::new(&site.hints)))
-            });
-            let validators = site.push.cache_digest.then(|| {
-                let ttl = site.push.cache_digest_validator_ttl;
-                before
-                    .filter(|old| old.push.cache_digest_validator_ttl == ttl)
-                    .and_then(|old| old.validators.clone())
-                    .unwrap_or_else(|| Arc::new(Validators::new(ttl)))
-            });
-            let leaf = cert.as_ref().and_then(|c| c.cert.first().cloned());
-            let policy = policy(&site.push);
-            sites.push(Site {
-                label: site
-                    .names
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "default".to_owned()),
-                names: ServerNames::new(&site.names, leaf),
-                configured: site.names.clone(),
-                routes: site.routes.clone(),
-                forward_headers: site
-                    .push
-                    .forward_headers
-                    .iter()
-                    .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-                    .collect(),
-                push: site.push.clone(),
-                hints: site.hints.clone(),
-                no_push: push::Policy {
-                    enabled: false,
-                    ..policy.clone()
-                },
-                policy,
-                learned,
-                validators,
-                cert,
-            });
+            sites.push(Site::new(site, cert, before));
         }
         let default = config.sites.iter().position(|site| site.default);
         // Names no site has get the default site's certificate, else
@@ -244,6 +206,53 @@ impl Sites {
 }
 
 impl Site {
+    /// The site `config` describes, served with `cert`; `before`, on a
+    /// reload, is the same site as it was, whose learned hints and
+    /// validators it keeps while their settings stay the same.
+    fn new(config: &SiteConfig, cert: Option<Arc<CertifiedKey>>, before: Option<&Site>) -> Site {
+        let learned = config.hints.learn.then(|| {
+            before
+                .filter(|old| old.hints == config.hints)
+                .and_then(|old| old.learned.clone())
+                .unwrap_or_else(|| Arc::new(LearnedHints::new(&config.hints)))
+        });
+        let validators = config.push.cache_digest.then(|| {
+            let ttl = config.push.cache_digest_validator_ttl;
+            before
+                .filter(|old| old.push.cache_digest_validator_ttl == ttl)
+                .and_then(|old| old.validators.clone())
+                .unwrap_or_else(|| Arc::new(Validators::new(ttl)))
+        });
+        let leaf = cert.as_ref().and_then(|c| c.cert.first().cloned());
+        let policy = policy(&config.push);
+        Site {
+            label: config
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "default".to_owned()),
+            names: ServerNames::new(&config.names, leaf),
+            configured: config.names.clone(),
+            routes: config.routes.clone(),
+            forward_headers: config
+                .push
+                .forward_headers
+                .iter()
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect(),
+            push: config.push.clone(),
+            hints: config.hints.clone(),
+            no_push: push::Policy {
+                enabled: false,
+                ..policy.clone()
+            },
+            policy,
+            learned,
+            validators,
+            cert,
+        }
+    }
+
     /// The route `path` (without query) takes. A checked configuration
     /// ends every site's routes with one that takes every path.
     pub fn route(&self, path: &str) -> Option<&RouteConfig> {
