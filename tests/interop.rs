@@ -1471,3 +1471,83 @@ async fn nghttp_no_push_sees_pumas_103_with_rel_push_as_preload() {
     })
     .await;
 }
+
+/// curl, which checks the certificate against the name it asked for, gets
+/// each site's own certificate by SNI and that site's origin's page; a
+/// name no site has gets 421.
+#[tokio::test]
+async fn curl_gets_each_sites_certificate_and_page_and_421_for_another_name() {
+    let curl_bin = need!("curl", "curl");
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sites = String::new();
+        let mut origins = Vec::new();
+        let mut running = Vec::new();
+        for name in ["shop.example", "app.example"] {
+            let generated = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+            let cert = dir.path().join(format!("{name}.pem"));
+            let key = dir.path().join(format!("{name}.key"));
+            std::fs::write(&cert, generated.cert.pem()).unwrap();
+            std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+            let origin = TestOrigin::routes(Routes::new().route("/", Resp::html(name))).await;
+            let upstream = name.replace('.', "_");
+            sites.push_str(&format!(
+                "[upstreams.{upstream}]\nservers = [\"{}\"]\n",
+                origin.url()
+            ));
+            origins.push((name, cert, upstream));
+            running.push(origin);
+        }
+        for (name, cert, upstream) in &origins {
+            sites.push_str(&format!(
+                "[[sites]]\nnames = [\"{name}\"]\ncert = {:?}\nkey = {:?}\nupstream = \"{upstream}\"\n",
+                cert.display().to_string(),
+                cert.with_extension("key").display().to_string()
+            ));
+        }
+        let proxy = TestProxy::start("http://127.0.0.1:9", &sites).await;
+        let port = proxy.addr.port();
+        for (name, cert, _) in &origins {
+            for version in ["--http2", "--http1.1"] {
+                let output = run(
+                    &curl_bin,
+                    &[
+                        "-sS".into(),
+                        version.into(),
+                        "--max-time".into(),
+                        "15".into(),
+                        "--cacert".into(),
+                        cert.display().to_string(),
+                        "--resolve".into(),
+                        format!("{name}:{port}:127.0.0.1"),
+                        format!("https://{name}:{port}/"),
+                    ],
+                )
+                .await;
+                output.assert_success();
+                assert_eq!(output.text(), *name, "{name} {version}");
+            }
+        }
+        // A name no site has: the handshake gets a site's certificate
+        // (curl is told not to check it), then the request gets 421.
+        let output = run(
+            &curl_bin,
+            &[
+                "-sS".into(),
+                "-k".into(),
+                "-o".into(),
+                "/dev/null".into(),
+                "-w".into(),
+                "%{http_code}".into(),
+                "--max-time".into(),
+                "15".into(),
+                "--resolve".into(),
+                format!("other.example:{port}:127.0.0.1"),
+                format!("https://other.example:{port}/"),
+            ],
+        )
+        .await;
+        assert_eq!(output.assert_success().stdout, b"421");
+    })
+    .await;
+}
