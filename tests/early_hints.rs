@@ -721,3 +721,67 @@ async fn a_103_arriving_with_the_final_response_is_always_forwarded() {
         assert!(response.headers().get("link").is_none(), "run {run}");
     }
 }
+
+/// An origin that answers every path with a 103 naming `/early.css`, then
+/// a public HTML page whose own Link names `/final.css`.
+async fn hinting_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let reply = "HTTP/1.1 103 Early Hints\r\n\
+                                     Link: </early.css>; rel=preload; as=style\r\n\r\n\
+                                     HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\
+                                     Link: </final.css>; rel=preload; as=style\r\n\
+                                     Content-Length: 4\r\n\r\npage";
+                        if stream.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A route's `hints = false` sends no 103 at all, and `learn = false`
+/// learns nothing, while the site's other routes do both.
+#[tokio::test]
+async fn routes_turn_early_hints_and_learning_off_for_their_paths() {
+    let origin = hinting_origin().await;
+    let routes = "[[sites]]\ndefault = true\n\
+                  [[sites.routes]]\npath = \"/quiet\"\nhints = false\n\
+                  [[sites.routes]]\npath = \"/forget\"\nlearn = false\n";
+    let proxy = TestProxy::start(&format!("http://{origin}"), &format!("{LEARN}{routes}")).await;
+    let early = "</early.css>; rel=preload; as=style".to_owned();
+    let learned = "</final.css>; rel=preload; as=style".to_owned();
+    let me = visitor(1);
+
+    // An ordinary route: the origin's 103 goes on, and the page's own
+    // link is learned and hinted on the next visit.
+    assert_eq!(visit(&proxy, me, "/page", None, 200).await, [early.clone()]);
+    let again = visit(&proxy, me, "/page", None, 200).await;
+    assert!(again.contains(&learned), "{again:?}");
+
+    // hints = false: no 103, neither the origin's nor a learned one.
+    assert!(visit(&proxy, me, "/quiet/page", None, 200).await.is_empty());
+    assert!(visit(&proxy, me, "/quiet/page", None, 200).await.is_empty());
+
+    // learn = false: the origin's 103 goes on, nothing is learned.
+    assert_eq!(
+        visit(&proxy, me, "/forget/page", None, 200).await,
+        [early.clone()]
+    );
+    assert_eq!(visit(&proxy, me, "/forget/page", None, 200).await, [early]);
+}
