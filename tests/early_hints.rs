@@ -770,7 +770,10 @@ async fn routes_turn_early_hints_and_learning_off_for_their_paths() {
 
     // An ordinary route: the origin's 103 goes on, and the page's own
     // link is learned and hinted on the next visit.
-    assert_eq!(visit(&proxy, me, "/page", None, 200).await, [early.clone()]);
+    assert_eq!(
+        visit(&proxy, me, "/page", None, 200).await,
+        std::slice::from_ref(&early)
+    );
     let again = visit(&proxy, me, "/page", None, 200).await;
     assert!(again.contains(&learned), "{again:?}");
 
@@ -781,7 +784,7 @@ async fn routes_turn_early_hints_and_learning_off_for_their_paths() {
     // learn = false: the origin's 103 goes on, nothing is learned.
     assert_eq!(
         visit(&proxy, me, "/forget/page", None, 200).await,
-        [early.clone()]
+        std::slice::from_ref(&early)
     );
     assert_eq!(visit(&proxy, me, "/forget/page", None, 200).await, [early]);
 }
