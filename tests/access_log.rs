@@ -428,3 +428,71 @@ fn request_ids_are_unique() {
         .collect();
     assert_eq!(ids.len(), 10_000);
 }
+
+/// An HTTP/1.1 response sent whole is logged without an error, on a
+/// keep-alive connection and with `Connection: close` alike (hyper stops
+/// reading a body of known length at its last byte); a client that leaves
+/// before the body has ended is logged as such.
+#[tokio::test]
+async fn http1_lines_say_a_whole_response_was_sent_and_a_cut_one_was_not() {
+    bounded(async {
+        let big = "x".repeat(4 << 20);
+        let origin = TestOrigin::routes(
+            Routes::new()
+                .route("/", Resp::html("<p>page</p>"))
+                .route("/big", Resp::new(200, big.clone())),
+        )
+        .await;
+        let process = Process::start(&origin.url(), "[log]\nformat = \"json\"\n", &[], &[]).await;
+        let parsed = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok();
+        let lines_for = |path: &'static str| {
+            let stdout = process.stdout();
+            stdout
+                .lines()
+                .filter_map(&parsed)
+                .filter(|v| v["path"] == path)
+                .collect::<Vec<_>>()
+        };
+
+        // Two requests on one keep-alive connection, then one that closes.
+        let mut tcp = tokio::net::TcpStream::connect(process.plain_addr)
+            .await
+            .unwrap();
+        let keep = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let close = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let mut all = Vec::new();
+        tcp.write_all(&[&keep[..], &keep[..], &close[..]].concat())
+            .await
+            .unwrap();
+        tcp.read_to_end(&mut all).await.unwrap();
+        let text = String::from_utf8_lossy(&all);
+        assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+        let want_three = |_: &str| lines_for("/").len() >= 3;
+        wait_for_line("three lines", || process.stdout(), want_three).await;
+        for line in lines_for("/") {
+            assert_eq!(line["error"], serde_json::Value::Null, "{line}");
+            assert_eq!(line["bytes"], 11, "{line}");
+        }
+
+        // A client that reads the head and a little, then leaves.
+        let mut tcp = tokio::net::TcpStream::connect(process.plain_addr)
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut some = vec![0u8; 4096];
+        let n = tcp.read(&mut some).await.unwrap();
+        assert!(String::from_utf8_lossy(&some[..n]).starts_with("HTTP/1.1 200"));
+        drop(tcp);
+        let cut = |_: &str| !lines_for("/big").is_empty();
+        wait_for_line("the cut line", || process.stdout(), cut).await;
+        let line = &lines_for("/big")[0];
+        assert!(line["bytes"].as_u64().unwrap() < big.len() as u64, "{line}");
+        assert_eq!(
+            line["error"], "client went away before the body was sent",
+            "{line}"
+        );
+    })
+    .await;
+}

@@ -259,10 +259,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
+        let Some(mut inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
         };
-        let polled = match inner.poll_frame(cx) {
+        let polled = match inner.as_mut().poll_frame(cx) {
             Poll::Pending => {
                 let Some((_, worker)) = this.record.as_ref() else {
                     return Poll::Pending;
@@ -291,6 +291,15 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.len() as u64;
+                }
+                // hyper stops polling a body of known length once it has
+                // its last byte, and drops it without asking for its end:
+                // that is the end too, not a client that went away.
+                if inner.is_end_stream() {
+                    *this.ended = true;
+                    if let Some((record, worker)) = this.record.take() {
+                        record.finish(*this.bytes, &worker.metrics, worker.access_log());
+                    }
                 }
             }
             Poll::Ready(Some(Err(error))) => {
