@@ -722,48 +722,23 @@ async fn a_103_arriving_with_the_final_response_is_always_forwarded() {
     }
 }
 
-/// An origin that answers every path with a 103 naming `/early.css`, then
-/// a public HTML page whose own Link names `/final.css`.
-async fn hinting_origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let mut chunk = [0u8; 4096];
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let reply = "HTTP/1.1 103 Early Hints\r\n\
-                                     Link: </early.css>; rel=preload; as=style\r\n\r\n\
-                                     HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\
-                                     Link: </final.css>; rel=preload; as=style\r\n\
-                                     Content-Length: 4\r\n\r\npage";
-                        if stream.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
+/// Every page: a 103 naming `/early.css`, then a public HTML page whose
+/// own Link names `/final.css`.
+const HINTED_PAGE: &str = "HTTP/1.1 103 Early Hints\r\n\
+                           Link: </early.css>; rel=preload; as=style\r\n\r\n\
+                           HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\
+                           Link: </final.css>; rel=preload; as=style\r\n\
+                           Content-Length: 4\r\n\r\npage";
 
 /// A route's `hints = false` sends no 103 at all, and `learn = false`
 /// learns nothing, while the site's other routes do both.
 #[tokio::test]
 async fn routes_turn_early_hints_and_learning_off_for_their_paths() {
-    let origin = hinting_origin().await;
+    let origin = wire::RawOrigin::start(|_| vec![wire::OriginStep::write(HINTED_PAGE)]).await;
     let routes = "[[sites]]\ndefault = true\n\
                   [[sites.routes]]\npath = \"/quiet\"\nhints = false\n\
                   [[sites.routes]]\npath = \"/forget\"\nlearn = false\n";
-    let proxy = TestProxy::start(&format!("http://{origin}"), &format!("{LEARN}{routes}")).await;
+    let proxy = TestProxy::start(&origin.url(), &format!("{LEARN}{routes}")).await;
     let early = "</early.css>; rel=preload; as=style".to_owned();
     let learned = "</final.css>; rel=preload; as=style".to_owned();
     let me = visitor(1);

@@ -1479,16 +1479,11 @@ async fn nghttp_no_push_sees_pumas_103_with_rel_push_as_preload() {
 async fn curl_gets_each_sites_certificate_and_page_and_421_for_another_name() {
     let curl_bin = need!("curl", "curl");
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
         let mut sites = String::new();
         let mut origins = Vec::new();
         let mut running = Vec::new();
         for name in ["shop.example", "app.example"] {
-            let generated = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-            let cert = dir.path().join(format!("{name}.pem"));
-            let key = dir.path().join(format!("{name}.key"));
-            std::fs::write(&cert, generated.cert.pem()).unwrap();
-            std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+            let cert = TestCert::for_names(&[name]);
             let origin = TestOrigin::routes(Routes::new().route("/", Resp::html(name))).await;
             let upstream = name.replace('.', "_");
             sites.push_str(&format!(
@@ -1501,8 +1496,8 @@ async fn curl_gets_each_sites_certificate_and_page_and_421_for_another_name() {
         for (name, cert, upstream) in &origins {
             sites.push_str(&format!(
                 "[[sites]]\nnames = [\"{name}\"]\ncert = {:?}\nkey = {:?}\nupstream = \"{upstream}\"\n",
-                cert.display().to_string(),
-                cert.with_extension("key").display().to_string()
+                cert.cert_path.display().to_string(),
+                cert.key_path.display().to_string()
             ));
         }
         let proxy = TestProxy::start("http://127.0.0.1:9", &sites).await;
@@ -1517,7 +1512,7 @@ async fn curl_gets_each_sites_certificate_and_page_and_421_for_another_name() {
                         "--max-time".into(),
                         "15".into(),
                         "--cacert".into(),
-                        cert.display().to_string(),
+                        cert.cert_path.display().to_string(),
                         "--resolve".into(),
                         format!("{name}:{port}:127.0.0.1"),
                         format!("https://{name}:{port}/"),

@@ -478,7 +478,7 @@ async fn a_reload_adds_sites_and_routes_and_keeps_the_counters_of_an_unchanged_u
         .await
         .starts_with("HTTP/1.1 200"));
     let counted = |text: &str| {
-        sample(
+        metric_value(
             text,
             &format!(
                 "linkpush_upstream_requests_total{{upstream=\"origin\",address=\"{}\"}}",
@@ -747,15 +747,6 @@ async fn plain_get_soon(addr: SocketAddr, path: &str) -> String {
     }
 }
 
-/// The value of one sample line of the exposition, by its whole name.
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-}
-
 #[tokio::test]
 async fn reloads_are_counted_counters_survive_them_and_the_metrics_endpoint_moves() {
     let origin = origin().await;
@@ -778,8 +769,8 @@ async fn reloads_are_counted_counters_survive_them_and_the_metrics_endpoint_move
     let ok = r#"linkpush_config_reloads_total{result="ok"}"#;
     let error = r#"linkpush_config_reloads_total{result="error"}"#;
     let before = plain_get_soon(first_metrics, "/metrics").await;
-    assert_eq!(sample(&before, served), 3.0);
-    assert_eq!(sample(&before, ok), 0.0);
+    assert_eq!(metric_value(&before, served), 3.0);
+    assert_eq!(metric_value(&before, ok), 0.0);
 
     proxy.write("proxy.toml", "[origin]\nurl = 5\n");
     proxy.reload().await.expect_err("invalid");
@@ -797,9 +788,9 @@ async fn reloads_are_counted_counters_survive_them_and_the_metrics_endpoint_move
         "the old metrics address still answers"
     );
     let after = plain_get(second_metrics, "/metrics").await.expect("moved");
-    assert_eq!(sample(&after, served), 3.0, "counters were reset");
-    assert_eq!(sample(&after, ok), 1.0);
-    assert_eq!(sample(&after, error), 1.0);
+    assert_eq!(metric_value(&after, served), 3.0, "counters were reset");
+    assert_eq!(metric_value(&after, ok), 1.0);
+    assert_eq!(metric_value(&after, error), 1.0);
     let ready = plain_get(second_metrics, "/readyz").await.expect("readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 

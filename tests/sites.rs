@@ -20,24 +20,6 @@ use tokio_rustls::TlsConnector;
 const CSS: &str = "body { color: #123; }\n";
 const PRELOAD: &str = "</static/app.css>; rel=preload; as=style";
 
-/// A self-signed certificate for `names`, written to disk; its
-/// `client_config` trusts exactly it.
-fn cert_for(names: &[&str]) -> TestCert {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let generated = rcgen::generate_simple_self_signed(names).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("site.pem");
-    let key_path = dir.path().join("site.key");
-    std::fs::write(&cert_path, generated.cert.pem()).unwrap();
-    std::fs::write(&key_path, generated.signing_key.serialize_pem()).unwrap();
-    TestCert {
-        der: generated.cert.der().clone(),
-        dir,
-        cert_path,
-        key_path,
-    }
-}
-
 /// The `cert` and `key` lines of a site table, as absolute paths.
 fn cert_keys(cert: &TestCert) -> String {
     format!(
@@ -168,8 +150,8 @@ async fn sni_picks_each_sites_certificate_and_each_host_reaches_its_sites_upstre
         let blog = TestOrigin::routes(home("blog home")).await;
         // origin.url: no site uses it, so nothing may reach it.
         let stray = TestOrigin::routes(home("stray")).await;
-        let shop_cert = cert_for(&["shop.example"]);
-        let blog_cert = cert_for(&["blog.example", "*.blog.example"]);
+        let shop_cert = TestCert::for_names(&["shop.example"]);
+        let blog_cert = TestCert::for_names(&["blog.example", "*.blog.example"]);
         let extra = format!(
             "[upstreams.shop]\nservers = [\"{shop}\"]\n\n[upstreams.blog]\nservers = [\"{blog}\"]\n\n\
              [[sites]]\nnames = [\"shop.example\"]\n{shop_keys}upstream = \"shop\"\n\n\
@@ -420,7 +402,7 @@ async fn pushes_are_promised_only_under_the_sites_names_and_fetched_through_its_
     bounded(async {
         let (app, statics) = app_and_static().await;
         let stray = TestOrigin::routes(home("stray")).await;
-        let shop_cert = cert_for(&["shop.example", "*.shop.example"]);
+        let shop_cert = TestCert::for_names(&["shop.example", "*.shop.example"]);
         // The shop has its own names and certificate, and a static route;
         // the default site has no names (it pushes under its certificate's,
         // [tls]'s: localhost) and no routes.

@@ -20,7 +20,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
@@ -177,37 +176,6 @@ async fn respond(
     reply(200, state.name.to_owned())
 }
 
-/// The metrics page; the proxy binds its port as it starts, so a refused
-/// connection is tried again.
-async fn scrape(port: u16) -> String {
-    bounded(async {
-        let mut stream = loop {
-            match TcpStream::connect(("127.0.0.1", port)).await {
-                Ok(stream) => break stream,
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        };
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        text
-    })
-    .await
-}
-
-/// The value of the one sample `series` (name and labels as exposed).
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{series}: {e}"))
-}
-
 /// Labels of one address of one upstream.
 fn labels(upstream: &str, address: &str) -> String {
     format!("{{upstream=\"{upstream}\",address=\"{address}\"}}")
@@ -234,8 +202,8 @@ fn retries(upstream: &str) -> String {
 async fn wait_for_sample(port: u16, series: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = scrape(port).await;
-        if sample(&text, series) == want {
+        let text = metrics_text(port).await;
+        if metric_value(&text, series) == want {
             return;
         }
         assert!(
@@ -340,8 +308,8 @@ async fn least_outstanding_prefers_the_idle_address_over_one_with_a_slow_request
         assert_eq!(busy_hits[0].path, "/slow");
 
         // Its in-flight gauge shows why.
-        let metrics = scrape(port).await;
-        let in_flight = |app: &App| sample(&metrics, &series("in_flight", "app", app.addr));
+        let metrics = metrics_text(port).await;
+        let in_flight = |app: &App| metric_value(&metrics, &series("in_flight", "app", app.addr));
         assert_eq!((in_flight(busy), in_flight(idle)), (1.0, 0.0));
 
         busy.state.slow_release.add_permits(1);
@@ -420,18 +388,21 @@ async fn failover_retries_gets_on_another_address_but_never_a_post() {
         );
         assert_eq!(b.count("GET"), b_gets + 8);
 
-        let metrics = scrape(port).await;
-        let retried = sample(&metrics, &retries("app"));
-        let refused = sample(&metrics, &failures("app", a.addr, "connect"));
+        let metrics = metrics_text(port).await;
+        let retried = metric_value(&metrics, &retries("app"));
+        let refused = metric_value(&metrics, &failures("app", a.addr, "connect"));
         assert!(retried >= 1.0, "no GET was retried:\n{metrics}");
         // Every connect failure was a GET sent on or a POST answered 502.
         assert_eq!(refused, retried + posts_failed.len() as f64, "{metrics}");
-        assert_eq!(sample(&metrics, &failures("app", b.addr, "connect")), 0.0);
         assert_eq!(
-            sample(&metrics, &series("ejections_total", "app", a.addr)),
+            metric_value(&metrics, &failures("app", b.addr, "connect")),
             0.0
         );
-        assert_eq!(sample(&metrics, &series("up", "app", a.addr)), 1.0);
+        assert_eq!(
+            metric_value(&metrics, &series("ejections_total", "app", a.addr)),
+            0.0
+        );
+        assert_eq!(metric_value(&metrics, &series("up", "app", a.addr)), 1.0);
     })
     .await
 }
@@ -469,7 +440,7 @@ async fn max_fails_takes_a_refusing_address_out_for_fail_timeout() {
                 "a POST was sent to the address taken out"
             );
         }
-        let metrics = scrape(port).await;
+        let metrics = metrics_text(port).await;
         assert!(
             started.elapsed() < fail_timeout,
             "too slow to tell: the address may be back already"
@@ -477,20 +448,23 @@ async fn max_fails_takes_a_refusing_address_out_for_fail_timeout() {
         assert_eq!(live.count("GET"), 6);
         assert_eq!(live.count("POST"), 4);
         assert_eq!(
-            sample(&metrics, &failures("app", &dead_addr, "connect")),
+            metric_value(&metrics, &failures("app", &dead_addr, "connect")),
             1.0
         );
         assert_eq!(
-            sample(&metrics, &series("requests_total", "app", &dead_addr)),
+            metric_value(&metrics, &series("requests_total", "app", &dead_addr)),
             1.0
         );
         assert_eq!(
-            sample(&metrics, &series("ejections_total", "app", &dead_addr)),
+            metric_value(&metrics, &series("ejections_total", "app", &dead_addr)),
             1.0
         );
-        assert_eq!(sample(&metrics, &series("up", "app", &dead_addr)), 0.0);
-        assert_eq!(sample(&metrics, &series("up", "app", live.addr)), 1.0);
-        assert_eq!(sample(&metrics, &retries("app")), 1.0);
+        assert_eq!(
+            metric_value(&metrics, &series("up", "app", &dead_addr)),
+            0.0
+        );
+        assert_eq!(metric_value(&metrics, &series("up", "app", live.addr)), 1.0);
+        assert_eq!(metric_value(&metrics, &retries("app")), 1.0);
 
         // After fail_timeout it is back in rotation, and tried again.
         tokio::time::sleep(fail_timeout.saturating_sub(started.elapsed())).await;
@@ -498,13 +472,13 @@ async fn max_fails_takes_a_refusing_address_out_for_fail_timeout() {
         for _ in 0..2 {
             assert_eq!(get(&mut client, "/").await, (StatusCode::OK, "live".into()));
         }
-        let metrics = scrape(port).await;
+        let metrics = metrics_text(port).await;
         assert_eq!(
-            sample(&metrics, &failures("app", &dead_addr, "connect")),
+            metric_value(&metrics, &failures("app", &dead_addr, "connect")),
             2.0
         );
         assert_eq!(
-            sample(&metrics, &series("ejections_total", "app", &dead_addr)),
+            metric_value(&metrics, &series("ejections_total", "app", &dead_addr)),
             2.0
         );
     })
@@ -528,7 +502,7 @@ async fn active_health_checks_keep_a_failing_address_out_until_it_passes() {
         let up_a = series("up", "app", a.addr);
         wait_for_sample(port, &up_a, 0.0).await;
         assert_eq!(
-            sample(&scrape(port).await, &series("up", "app", b.addr)),
+            metric_value(&metrics_text(port).await, &series("up", "app", b.addr)),
             1.0
         );
 
@@ -548,9 +522,9 @@ async fn active_health_checks_keep_a_failing_address_out_until_it_passes() {
         }
         assert_eq!((a.count("GET"), b.count("GET")), (3, 9));
         // The checks count as no request of the address.
-        let metrics = scrape(port).await;
+        let metrics = metrics_text(port).await;
         assert_eq!(
-            sample(&metrics, &series("requests_total", "app", a.addr)),
+            metric_value(&metrics, &series("requests_total", "app", a.addr)),
             3.0
         );
     })
@@ -601,13 +575,13 @@ async fn a_route_reaches_a_unix_socket_upstream() {
             (StatusCode::OK, "tcp home".into())
         );
         assert_eq!(tcp.seen_paths(), vec!["/"]);
-        let metrics = scrape(port).await;
+        let metrics = metrics_text(port).await;
         assert_eq!(
-            sample(&metrics, &series("requests_total", "sock", &unix)),
+            metric_value(&metrics, &series("requests_total", "sock", &unix)),
             2.0
         );
         assert_eq!(
-            sample(&metrics, &series("requests_total", "origin", tcp.addr)),
+            metric_value(&metrics, &series("requests_total", "origin", tcp.addr)),
             1.0
         );
         server.abort();
@@ -646,9 +620,9 @@ async fn metrics_count_requests_per_upstream_address() {
                 (StatusCode::OK, "c".into())
             );
         }
-        let metrics = scrape(port).await;
+        let metrics = metrics_text(port).await;
         let value = |name: &str, upstream: &str, app: &App| {
-            sample(&metrics, &series(name, upstream, app.addr))
+            metric_value(&metrics, &series(name, upstream, app.addr))
         };
         assert_eq!(value("requests_total", "app", &a), 3.0);
         assert_eq!(value("requests_total", "app", &b), 3.0);
@@ -659,11 +633,14 @@ async fn metrics_count_requests_per_upstream_address() {
             assert_eq!(value("up", upstream, app), 1.0);
             assert_eq!(value("ejections_total", upstream, app), 0.0);
             for kind in ["connect", "timeout", "protocol"] {
-                assert_eq!(sample(&metrics, &failures(upstream, app.addr, kind)), 0.0);
+                assert_eq!(
+                    metric_value(&metrics, &failures(upstream, app.addr, kind)),
+                    0.0
+                );
             }
         }
-        assert_eq!(sample(&metrics, &retries("app")), 0.0);
-        assert_eq!(sample(&metrics, &retries("other")), 0.0);
+        assert_eq!(metric_value(&metrics, &retries("app")), 0.0);
+        assert_eq!(metric_value(&metrics, &retries("other")), 0.0);
         // Only the addresses of configured upstreams are listed.
         let listed = metrics
             .lines()

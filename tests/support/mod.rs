@@ -301,7 +301,13 @@ impl TestCert {
     pub fn new() -> TestCert {
         // The names a client may use to reach the proxy in tests; pushes
         // are only promised under names the certificate covers.
-        let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        TestCert::for_names(&["localhost", "127.0.0.1", "::1"])
+    }
+
+    /// A self-signed certificate for `names`; its `client_config` trusts
+    /// exactly it.
+    pub fn for_names(names: &[&str]) -> TestCert {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let generated = rcgen::generate_simple_self_signed(names).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cert_path = dir.path().join("cert.pem");
@@ -509,12 +515,20 @@ impl Drop for TestProxy {
     }
 }
 
-/// The metrics page, over plain HTTP/1.1.
+/// The metrics page, over plain HTTP/1.1. The proxy binds the metrics
+/// port as it starts, so a refused connection is tried again, within the
+/// test's bound.
 pub async fn metrics_text(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let mut stream = bounded(async {
+        loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(stream) => break stream,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
         .await
@@ -522,6 +536,18 @@ pub async fn metrics_text(port: u16) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     text
+}
+
+/// The value of the one sample `series` (name and labels as exposed) in a
+/// metrics page.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
 }
 
 /// A port that was free a moment ago, for the metrics endpoint.
