@@ -39,6 +39,8 @@ struct AppState {
     /// `/health` answers 200 while set, 503 otherwise.
     healthy: AtomicBool,
     health_checks: AtomicUsize,
+    /// The `User-Agent` of the last health check.
+    health_agent: Mutex<Option<String>>,
     /// A `/slow` request has arrived.
     slow_arrived: Notify,
     /// Each `/slow` request takes a permit before it is answered.
@@ -64,6 +66,7 @@ impl App {
             hits: Mutex::new(Vec::new()),
             healthy: AtomicBool::new(true),
             health_checks: AtomicUsize::new(0),
+            health_agent: Mutex::new(None),
             slow_arrived: Notify::new(),
             slow_release: Semaphore::new(0),
         });
@@ -154,8 +157,13 @@ async fn respond(
     };
     if path == "/health" {
         state.health_checks.fetch_add(1, Ordering::SeqCst);
+        let agent = request.headers().get("user-agent");
+        *state.health_agent.lock().unwrap() =
+            agent.map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        // Healthy is 204 here, so the check's expected status is taken
+        // from health_check_status, not assumed.
         let status = if state.healthy.load(Ordering::SeqCst) {
-            200
+            204
         } else {
             503
         };
@@ -496,7 +504,7 @@ async fn active_health_checks_keep_a_failing_address_out_until_it_passes() {
             port,
             &[a.url(), b.url()],
             "health_check_path = \"/health\"\nhealth_check_interval = \"100ms\"\n\
-             health_check_timeout = \"1s\"\n",
+             health_check_timeout = \"1s\"\nhealth_check_status = 204\n",
         );
         let proxy = TestProxy::start(&unused.url(), &extra).await;
         let up_a = series("up", "app", a.addr);
@@ -517,6 +525,8 @@ async fn active_health_checks_keep_a_failing_address_out_until_it_passes() {
         a.set_healthy(true);
         wait_for_sample(port, &up_a, 1.0).await;
         assert!(a.state.health_checks.load(Ordering::SeqCst) > checks_before);
+        let agent = a.state.health_agent.lock().unwrap().clone();
+        assert_eq!(agent.as_deref(), Some("linkpush-health-check"));
         for _ in 0..6 {
             assert_eq!(get(&mut client, "/").await.0, StatusCode::OK);
         }
@@ -647,6 +657,138 @@ async fn metrics_count_requests_per_upstream_address() {
             .filter(|l| l.starts_with("linkpush_upstream_requests_total{"))
             .count();
         assert_eq!(listed, 4, "app (2), other, origin:\n{metrics}");
+    })
+    .await
+}
+
+/// An address that takes the connection and then fails the request: the
+/// request is not sent anywhere else (it may have reached the origin), the
+/// failure counts by its kind, and `max_fails` decides whether the address
+/// goes out of rotation. `0` keeps it in whatever happens.
+#[tokio::test]
+async fn failures_after_connecting_are_never_resent_and_count_by_kind() {
+    bounded(async {
+        // Reads a request head, then closes without an answer.
+        let closer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closer_addr = closer.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = closer.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut head = [0u8; 4096];
+                    let _ = stream.read(&mut head).await;
+                });
+            }
+        });
+        // Reads a request head and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let b = App::start("b").await;
+        let unused = unused_origin().await;
+        let port = free_port();
+        let extra = format!(
+            "{}[upstreams.quiet]\nservers = [\"http://{silent_addr}\"]\nmax_fails = 0\n\
+             [[sites.routes]]\npath = \"/quiet\"\nupstream = \"quiet\"\n\
+             [timeouts]\norigin_response_header = \"300ms\"\n",
+            app_config(
+                port,
+                &[format!("http://{closer_addr}"), b.url()],
+                "max_fails = 1\nfail_timeout = \"10s\"\n",
+            )
+        );
+        let proxy = TestProxy::start(&unused.url(), &extra).await;
+        let mut client = proxy.h2(false).await;
+
+        // The rotation starts at the closing address: 502, and the other
+        // address is not asked instead.
+        assert_eq!(get(&mut client, "/").await.0, StatusCode::BAD_GATEWAY);
+        assert!(b.hits().is_empty(), "{:?}", b.hits());
+        let metrics = metrics_text(port).await;
+        assert_eq!(
+            metric_value(&metrics, &failures("app", closer_addr, "protocol")),
+            1.0
+        );
+        assert_eq!(
+            metric_value(&metrics, &series("ejections_total", "app", closer_addr)),
+            1.0
+        );
+        assert_eq!(metric_value(&metrics, &retries("app")), 0.0);
+        // Out of rotation (max_fails = 1): the rest go to b.
+        for _ in 0..4 {
+            assert_eq!(get(&mut client, "/").await, (StatusCode::OK, "b".into()));
+        }
+
+        // No response head in time: 504, a timeout failure; with
+        // max_fails = 0 the address stays in rotation.
+        for _ in 0..2 {
+            assert_eq!(
+                get(&mut client, "/quiet").await.0,
+                StatusCode::GATEWAY_TIMEOUT
+            );
+        }
+        let metrics = metrics_text(port).await;
+        assert_eq!(
+            metric_value(&metrics, &failures("quiet", silent_addr, "timeout")),
+            2.0
+        );
+        assert_eq!(
+            metric_value(&metrics, &series("ejections_total", "quiet", silent_addr)),
+            0.0
+        );
+        assert_eq!(
+            metric_value(&metrics, &series("up", "quiet", silent_addr)),
+            1.0
+        );
+    })
+    .await
+}
+
+/// `[origin]`'s connection limit applies to each address of an upstream:
+/// with a limit of one, each of two addresses holds one slow request at
+/// once, and a third request waits for its address's only connection.
+#[tokio::test]
+async fn each_address_has_the_origin_connection_limit_of_its_own() {
+    bounded(async {
+        let (a, b) = (App::start("a").await, App::start("b").await);
+        let unused = unused_origin().await;
+        let port = free_port();
+        // Keys before any table header belong to the test config's
+        // `[origin]`, which comes last in its head.
+        let extra = format!(
+            "max_concurrent_requests = 1\n{}",
+            app_config(port, &[a.url(), b.url()], "")
+        );
+        let proxy = TestProxy::start(&unused.url(), &extra).await;
+
+        // One slow request per address, at once: a limit shared by the
+        // upstream would hold the second back.
+        let mut slow = Vec::new();
+        for _ in 0..2 {
+            let mut client = proxy.h2(false).await;
+            slow.push(tokio::spawn(async move { get(&mut client, "/slow").await }));
+        }
+        a.state.slow_arrived.notified().await;
+        b.state.slow_arrived.notified().await;
+
+        // The next one is a's turn, and a's one connection is taken: it
+        // waits, and reaches a once the slow answer is out.
+        let mut client = proxy.h2(false).await;
+        let third = tokio::spawn(async move { get(&mut client, "/").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(a.hits().len(), 1, "{:?}", a.hits());
+        assert!(!third.is_finished());
+        a.state.slow_release.add_permits(1);
+        assert_eq!(third.await.unwrap(), (StatusCode::OK, "a".into()));
+        b.state.slow_release.add_permits(1);
+        for task in slow {
+            assert_eq!(task.await.unwrap().0, StatusCode::OK);
+        }
     })
     .await
 }
