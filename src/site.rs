@@ -299,7 +299,7 @@ mod tests {
     }
 
     const TWO: &str = "[[sites]]\nnames = [\"shop.example\", \"*.cdn.example\", \"::1\"]\n\
-                       [[sites]]\nnames = [\"app.example\"]\n";
+                       [[sites]]\nnames = [\"app.example\", \"img.cdn.example\"]\n";
 
     #[test]
     fn a_host_picks_its_site_by_exact_then_wildcard_name() {
@@ -311,6 +311,8 @@ mod tests {
             ("a.cdn.example", Ok(0)),
             ("[::1]", Ok(0)),
             ("app.example", Ok(1)),
+            // An exact name wins over another site's wildcard.
+            ("img.cdn.example", Ok(1)),
             ("a.b.cdn.example", Err(StatusCode::NOT_FOUND)),
             ("cdn.example", Err(StatusCode::NOT_FOUND)),
             ("other.example", Err(StatusCode::NOT_FOUND)),
@@ -364,6 +366,30 @@ mod tests {
         assert_eq!(sites.find("app.example", true, Some(1)).ok(), Some(1));
         // In cleartext there is no handshake to disagree with.
         assert_eq!(sites.find("app.example", false, Some(0)).ok(), Some(1));
+
+        // A default site with a certificate of its own: clients that name
+        // no site, or one no site has, get it.
+        let mut with_default = self::config(true, &format!("{TWO}[[sites]]\ndefault = true\n"));
+        for (site, named) in with_default.sites.iter_mut().zip(&config.sites) {
+            site.cert = named.cert.clone();
+        }
+        let dir_default = tempfile::tempdir().expect("temporary directory");
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["default.example".into()]).expect("cert");
+        let (cert, key) = (
+            dir_default.path().join("d.pem"),
+            dir_default.path().join("d.key"),
+        );
+        std::fs::write(&cert, generated.cert.pem()).expect("write");
+        std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write");
+        with_default.sites[2].cert = Some(TlsSource::Files { cert, key });
+        let sites = Sites::new(&with_default, None).expect("sites");
+        let default_cert = sites.get(2).and_then(|s| s.cert.clone()).expect("its own");
+        for name in [None, Some("unknown.example")] {
+            let (site, cert) = sites.certs.lookup(name).expect("a certificate");
+            assert_eq!(site, Some(2), "{name:?}");
+            assert!(Arc::ptr_eq(cert, &default_cert), "{name:?}");
+        }
 
         // Two sites naming the same files share the certificate, and so
         // may share connections.

@@ -840,6 +840,13 @@ async fn readiness_turns_to_503_while_sigterm_drains_requests_in_flight() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Not ready, but alive and still counting while it drains.
+    for path in ["/healthz", "/metrics"] {
+        let answer = plain_get(metrics, path)
+            .await
+            .expect("answers while draining");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+    }
     let slow = bounded(slow).await.unwrap();
     assert_eq!(slow.status, 200);
     assert_eq!(slow.body.expect("slow body").len(), 100_000);

@@ -1024,6 +1024,24 @@ fn bad_sites_routes_and_upstreams_are_explained() {
             "applies only without [[sites]]",
         ),
         (
+            "[[sites]]\nnames = [\"a.example\"]\ncert = \"a.pem\"",
+            &dev_flags(),
+            "sites[0].key",
+            "sites[0].cert is set but sites[0].key is not; give both or neither",
+        ),
+        (
+            "[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\nhealth_check_status = 99",
+            &dev_flags(),
+            "upstreams.app.health_check_status",
+            "",
+        ),
+        (
+            "[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\nhealth_check_status = 600",
+            &dev_flags(),
+            "upstreams.app.health_check_status",
+            "",
+        ),
+        (
             "[upstreams.origin]\nservers = [\"http://127.0.0.1:1\"]",
             &dev_flags(),
             "upstreams.origin",
@@ -1063,4 +1081,21 @@ fn bad_sites_routes_and_upstreams_are_explained() {
             "{text:?}: expected a problem under {key} containing {needle:?}, got {found:?}"
         );
     }
+}
+
+#[test]
+fn an_upstream_has_at_most_64_addresses() {
+    let servers = |n: usize| {
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("\"http://127.0.0.1:{}\"", 1000 + i))
+            .collect();
+        format!("[upstreams.app]\nservers = [{}]\n", list.join(", "))
+    };
+    assert!(load_str(&servers(64), &dev_flags()).is_ok());
+    assert_problem(
+        &servers(65),
+        &dev_flags(),
+        "upstreams.app.servers",
+        "has 65 addresses; an upstream has at most 64",
+    );
 }
