@@ -496,3 +496,40 @@ async fn http1_lines_say_a_whole_response_was_sent_and_a_cut_one_was_not() {
     })
     .await;
 }
+
+/// With `format = "json"` both logs are JSON, and a long `User-Agent` is
+/// kept to its first 512 bytes.
+#[tokio::test]
+async fn json_applies_to_both_logs_and_client_fields_are_cut_at_512_bytes() {
+    bounded(async {
+        let origin = origin_with_a_push().await;
+        let process = Process::start(&origin.url(), "[log]\nformat = \"json\"\n", &[], &[]).await;
+        let agent = "a".repeat(2048);
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nUser-Agent: {agent}\r\n\r\n"
+        );
+        let response = h1_raw(&process, request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let parsed = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok();
+        let is_page = |line: &str| parsed(line).is_some_and(|v| v["path"] == "/");
+        let line = wait_for_line("access", || process.stdout(), is_page).await;
+        let page = parsed(&line).unwrap();
+        assert_eq!(
+            page["user_agent"].as_str().map(str::len),
+            Some(512),
+            "{line}"
+        );
+        // Both logs share standard output here: every line is a JSON
+        // object, the diagnostic "listening on" lines included.
+        let stdout = process.stdout();
+        let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+        assert!(lines.iter().any(|l| l.contains("listening on")), "{stdout}");
+        for line in lines {
+            assert!(
+                parsed(line).is_some_and(|v| v.is_object()),
+                "not JSON: {line}"
+            );
+        }
+    })
+    .await;
+}

@@ -180,6 +180,10 @@ fn systemd_unit_commands_are_accepted_by_the_binary() {
         checked.contains(&("ExecStartPre", "check")),
         "ExecStartPre checks"
     );
+    assert!(
+        checked.contains(&("ExecReload", "check")),
+        "ExecReload checks before it signals"
+    );
 }
 
 #[test]

@@ -73,6 +73,16 @@ impl Proxy {
 
     /// Start the binary with `config` (cert.pem/key.pem are next to it).
     async fn start(config: &str, pem: &Pem, wait_for: SocketAddr) -> Proxy {
+        Proxy::start_with_flags(config, pem, wait_for, &[]).await
+    }
+
+    /// [`Proxy::start`], with command-line `flags` after `--config`.
+    async fn start_with_flags(
+        config: &str,
+        pem: &Pem,
+        wait_for: SocketAddr,
+        flags: &[&str],
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let mut proxy = Proxy {
             child: Command::new("true").spawn().unwrap(),
@@ -84,6 +94,7 @@ impl Proxy {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(proxy.config_path())
+            .args(flags)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -419,7 +430,10 @@ async fn listeners_come_and_go_on_reload_without_closing_the_ones_that_stay() {
     .await;
     let mut open = TcpStream::connect(kept).await.unwrap();
     assert!(h1_get(&mut open, "/page").await.starts_with("HTTP/1.1 200"));
-    assert!(TcpStream::connect(removed).await.is_ok());
+    let mut on_removed = TcpStream::connect(removed).await.unwrap();
+    assert!(h1_get(&mut on_removed, "/page")
+        .await
+        .starts_with("HTTP/1.1 200"));
 
     proxy.write(
         "proxy.toml",
@@ -438,6 +452,10 @@ async fn listeners_come_and_go_on_reload_without_closing_the_ones_that_stay() {
     assert!(h1_get(&mut new, "/page").await.starts_with("HTTP/1.1 200"));
     let refused = TcpStream::connect(removed).await;
     assert!(refused.is_err(), "the removed listener still accepts");
+    // A connection it accepted before finishes its requests.
+    assert!(h1_get(&mut on_removed, "/page")
+        .await
+        .starts_with("HTTP/1.1 200"));
 
     // An address that cannot be bound fails the reload and changes nothing.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -860,4 +878,39 @@ async fn readiness_turns_to_503_while_sigterm_drains_requests_in_flight() {
     })
     .await;
     assert!(status.success(), "{status}");
+}
+
+/// A reload reads the file again and applies the command-line flags over it
+/// once more: a flag still wins over what the file now says.
+#[tokio::test]
+async fn a_reload_applies_the_command_line_flags_over_the_new_file() {
+    let (flagged, filed) = (origin().await, origin_b().await);
+    let plain = free_addr();
+    let pem = certificate(11);
+    let flag = flagged.url();
+    let proxy = Proxy::start_with_flags(
+        &config(&[(plain, false)], &filed.url(), ""),
+        &pem,
+        plain,
+        &["--origin", &flag],
+    )
+    .await;
+    let mut first = TcpStream::connect(plain).await.unwrap();
+    assert!(h1_get(&mut first, "/page")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    proxy.write(
+        "proxy.toml",
+        &config(&[(plain, false)], &filed.url(), "[push]\nexplain = true\n"),
+    );
+    proxy.reload().await.expect("reload");
+    let mut fresh = TcpStream::connect(plain).await.unwrap();
+    let page = h1_get(&mut fresh, "/page").await;
+    // The flagged origin answers /page; the file's would say "origin b".
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.ends_with("<p>page</p>"),
+        "{page}"
+    );
+    // And the reload did take the file: its new [push] setting applies.
+    assert!(page.contains("x-push-decision"), "{page}");
 }

@@ -522,17 +522,29 @@ async fn h1_upgrade_to_h2c_or_with_a_body_is_not_forwarded() {
 }
 
 #[tokio::test]
-async fn tunnel_idle_for_tunnel_idle_is_closed() {
+async fn a_tunnel_pinged_stays_open_and_one_idle_for_tunnel_idle_is_closed() {
     bounded(async {
         let origin = WsOrigin::start().await;
         let proxy = TestProxy::start(&origin.url(), "[timeouts]\ntunnel_idle = \"300ms\"\n").await;
         let mut ws = h1_websocket(&proxy, "/idle").await;
+        // Pings more often than tunnel_idle, for four times as long: bytes
+        // keep crossing, so the tunnel stays open.
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ws.send(Message::Ping(b"hi".to_vec().into())).await.unwrap();
+            let pong = step("pong", ws.next()).await;
+            assert!(
+                matches!(pong, Some(Ok(Message::Pong(_)))),
+                "the tunnel closed while pinged: {pong:?}"
+            );
+        }
         ws.send(Message::text("still here")).await.unwrap();
         let echoed = step("echo", ws.next()).await;
         assert_eq!(
             echoed.expect("echo").expect("echo ok"),
             Message::text("still here")
         );
+        // Then silence: closed.
         let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
             .expect("an idle tunnel is closed");
