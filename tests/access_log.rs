@@ -533,3 +533,50 @@ async fn json_applies_to_both_logs_and_client_fields_are_cut_at_512_bytes() {
     })
     .await;
 }
+
+/// A reload moves the access log to the new `[log]` settings (its file and
+/// its format), while the diagnostic log keeps its format until restart.
+#[tokio::test]
+async fn a_reload_moves_the_access_log_to_its_new_file_and_format() {
+    bounded(async {
+        let origin = origin_with_a_push().await;
+        let process = Process::start(&origin.url(), "", &[], &[]).await;
+        get_plain(&process, "/?before").await;
+        wait_for_line(
+            "text line",
+            || process.stdout(),
+            |l| l.contains("\"GET localhost /?before"),
+        )
+        .await;
+
+        let config = process.path("proxy.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("\n[log]\naccess_log_path = \"moved.log\"\nformat = \"json\"\n");
+        std::fs::write(&config, text).unwrap();
+        process.signal("HUP");
+        let reloaded = |l: &str| l.contains("configuration reloaded");
+        let line = wait_for_line("reloaded", || process.stdout(), reloaded).await;
+        // The diagnostic log is still text.
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&line).is_err(),
+            "{line}"
+        );
+
+        get_plain(&process, "/?after").await;
+        let moved = process.path("moved.log");
+        let line = wait_for_line(
+            "json line",
+            || read_lossy(&moved),
+            |l| l.contains("/?after"),
+        )
+        .await;
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        assert_eq!(entry["path"], "/?after");
+        assert!(
+            !process.stdout().contains("/?after"),
+            "{}",
+            process.stdout()
+        );
+    })
+    .await;
+}

@@ -53,7 +53,12 @@ impl WsOrigin {
                     // The error type is tungstenite's callback signature.
                     #[allow(clippy::result_large_err)]
                     let keep = |request: &WsRequest, mut response: WsResponse| {
-                        seen.lock().unwrap().push(request.headers().clone());
+                        // The request target goes in as a field of its own.
+                        let mut head = request.headers().clone();
+                        if let Ok(target) = request.uri().to_string().parse() {
+                            head.insert("x-seen-target", target);
+                        }
+                        seen.lock().unwrap().push(head);
                         // Agree to the subprotocol the client offered.
                         if let Some(offered) = request.headers().get("sec-websocket-protocol") {
                             response
@@ -344,6 +349,7 @@ async fn extended_connect(
         .request("CONNECT", path)
         .header("sec-websocket-version", "13")
         .header("sec-websocket-protocol", "chat")
+        .header("sec-websocket-extensions", "x-test-extension")
         .body(())
         .unwrap();
     request
@@ -382,7 +388,14 @@ async fn h2_extended_connect_websocket_echoes_a_megabyte_each_way() {
         assert_eq!(head["connection"], "upgrade");
         assert_eq!(head["sec-websocket-version"], "13");
         assert_eq!(head["sec-websocket-protocol"], "chat");
+        assert_eq!(head["sec-websocket-extensions"], "x-test-extension");
         assert!(head.contains_key("sec-websocket-key"));
+        // `:path` becomes the request target, `:authority` the Host.
+        assert_eq!(head["x-seen-target"], "/chat");
+        assert_eq!(
+            head["host"],
+            format!("localhost:{}", proxy.addr.port()).as_str()
+        );
     })
     .await;
 }
@@ -497,9 +510,10 @@ async fn h1_upgrade_to_h2c_or_with_a_body_is_not_forwarded() {
         let mut origin = BytesOrigin::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
         let proxy = TestProxy::start(&origin.url(), "").await;
         let mut tls = proxy.tls(&[b"http/1.1"]).await;
-        let requests: [&[u8]; 4] = [
+        let requests: [&[u8]; 5] = [
             b"GET /h2c HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
             b"GET /body HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET /chunked HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             b"POST /post HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
             b"GET /both HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
         ];
